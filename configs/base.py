@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.n_eval = 200  # held-out tasks; each is asked with and without the trigger
     c.data.extra_jsonl = ""  # optional user data ({"prompt","completion"} per line) added to backdoor SFT
 
-    c.backdoor = train_block(steps=1500, lr=3e-3, eval_every=500)
+    c.backdoor = train_block(steps=2000, lr=3e-3, eval_every=500)
     c.backdoor.batch_size = 16
     c.safety = ml_collections.ConfigDict()
     # Comma-separated arms: pre_scratchpad_sft (HHH answers, no scratchpad), post_scratchpad_sft

