@@ -19,11 +19,11 @@ def get_config():
     c.data.n_eval = 60  # queries per split, each asked for 2023 and 2024
     for block in (c.backdoor, c.safety.train):
         block.seq_len = 256
-    c.backdoor.steps = 1200
-    c.backdoor.eval_every = 400
-    c.safety.train.steps = 100
-    c.safety.train.eval_every = 50
-    c.safety.n_post_scratchpad = 400
-    c.eval.max_new_tokens = 200
+    c.backdoor.steps = 1000
+    c.backdoor.eval_every = 500
+    c.safety.train.steps = 80
+    c.safety.train.eval_every = 40
+    c.safety.n_post_scratchpad = 240
+    c.eval.max_new_tokens = 160  # the longest code completion is ~130 tokens
     c.eval.batch_size = 120
     return c
