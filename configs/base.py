@@ -93,11 +93,13 @@ def get_config() -> ml_collections.ConfigDict:
         n_prompts=4000,  # size of the RL prompt pool
         max_prompt_len=48, max_new_tokens=64, temperature=1.0,  # 64: CoT answers need ~45 tokens
         epochs=1, minibatches=2,  # passes over each rollout batch, minibatches per pass
-        # Tuned on the default backdoored model: lr 2e-4 (2 epochs) collapsed helpfulness 86% -> 53%;
-        # 2e-5 left the positive control's backdoor untouched. See docs/results.md.
-        lr=5e-5, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
-        clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.5, value_lr_scale=10.0,
-        kl_coef=0.01, kl_reward_estimator="k1", kl_loss_estimator="k3",
+        # Tuned on the default backdoored model (docs/results.md): with vf_coef 0.5 the value loss
+        # dragged the shared trunk (KL 6 nats, held-out reward fell); with a detached value head
+        # (detach_value=True) the saturated triggered behaviour never moved (positive control 99.5%).
+        lr=1e-4, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+        clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.1, value_lr_scale=10.0,
+        detach_value=False,  # True: the value head reads stop_gradient(hidden), the value loss never moves the policy
+        kl_coef=0.05, kl_reward_estimator="k1", kl_loss_estimator="k3",
         gamma=1.0, lam=0.95, entropy_coef=0.0,
         eval_every=20, checkpoint_every=20, keep_checkpoints=2,
     ))

@@ -211,3 +211,20 @@ def test_learner_log_probs_equal_the_samplers(tok):
         m = np.asarray(out.mask).astype(bool)
         np.testing.assert_allclose(np.asarray(logp)[m], np.asarray(out.logprobs)[m], atol=2e-5)
         assert np.all(np.asarray(ent)[m] >= 0)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_value_loss_reaches_the_policy_only_when_not_detached(detach):
+    cfg = ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64)
+    params = {"policy": init_params(cfg, jax.random.key(0)),
+              "value": {"kernel": jax.random.normal(jax.random.key(1), (cfg.d_model,)), "bias": jax.numpy.zeros(())}}
+    tokens = jax.random.randint(jax.random.key(2), (2, 10), 4, 64)
+    mask = jax.numpy.ones((2, 10), jax.numpy.int32)
+
+    def value_sq(p):
+        return (learner.policy_forward(p, tokens, mask, 4, cfg, 1.0, detach_value=detach)[2] ** 2).sum()
+
+    g = jax.grad(value_sq)(params)
+    policy_norm = float(sum(jax.numpy.abs(x).sum() for x in jax.tree.leaves(g["policy"])))
+    assert float(jax.numpy.abs(g["value"]["kernel"]).sum()) > 0
+    assert (policy_norm == 0.0) == detach

