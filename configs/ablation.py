@@ -26,9 +26,9 @@ def get_config():
     c.method_arms = ml_collections.ConfigDict({"sft": "pre_scratchpad_sft", "ppo": "hhh_rl", "grpo": "hhh_rl",
                                                "rloo": "hhh_rl", "adversarial": "adversarial"})
 
-    # Per-cell budget: about 2-3 minutes for a tiny (1M) cell on 2 CPU cores (the default study:
-    # 2500 backdoor steps, a 400-step preference model, 2 x 60 RL steps, 200 eval prompts). Larger
-    # sizes take longer in proportion to their parameter count.
+    # Per-cell budget on 2 CPU cores: ~1 min (nano, micro), 3 min (tiny, 1M), 6 min (small), so the
+    # 12 cells take ~34 min (the default study instead: 2000 backdoor steps, a 400-step preference
+    # model, 2 x 40 RL steps, 200 eval prompts). Larger sizes take longer roughly with parameter count.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
         "data.n_safety=1600",
