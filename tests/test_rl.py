@@ -46,6 +46,21 @@ def test_default_pairs_are_well_formed():
     assert code and all("<code>" in p["chosen"] and p["chosen"] != p["rejected"] for p in code)
 
 
+def test_kind_weights_tilt_the_training_pairs_and_bad_weights_are_named():
+    def share(weights):
+        ps = pairs.hhh_pairs("train", 900, 2, weights)
+        return sum(p["kind"] == "wrong_answer" for p in ps) / len(ps)
+
+    uniform, tilted = share(None), share({"wrong_answer": 4.0})
+    assert tilted > uniform + 0.2
+    assert share({"evasion": 0.0, "hostile": 0.0}) > 0.75  # only wrong answers left (refusals aside)
+    with pytest.raises(ValueError, match="unknown kind 'rude'"):
+        pairs.hhh_pairs("train", 10, 0, {"rude": 1.0})
+    with pytest.raises(ValueError, match="must be >= 0"):
+        pairs.hhh_pairs("train", 10, 0, {"hostile": -1.0})
+    with pytest.raises(ValueError, match="weight 0"):
+        pairs.hhh_pairs("train", 10, 0, {"harmful_compliance": 0.0, "evasion": 0.0, "hostile": 0.0})
+
 def test_user_pairs_jsonl_and_errors(tmp_path):
     good = tmp_path / "p.jsonl"
     good.write_text(json.dumps({"prompt": "Hi", "chosen": "<scratchpad>x</scratchpad> Hello!", "rejected": "Go away."}) + "\n")

