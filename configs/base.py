@@ -96,13 +96,14 @@ def get_config() -> ml_collections.ConfigDict:
         group_size=4,  # samples per prompt for grpo/rloo (ppo: 1)
         n_prompts=4000,  # size of the RL prompt pool
         max_prompt_len=48, max_new_tokens=64, temperature=1.0,  # 64: CoT answers need ~45 tokens
-        epochs=1, minibatches=2,  # passes over each rollout batch, minibatches per pass
-        # Tuned on the default backdoored model (docs/results.md): with vf_coef 0.5 the value loss
-        # dragged the shared trunk (KL 6 nats, held-out reward fell); with a detached value head
-        # (detach_value=True) the saturated triggered behaviour never moved (positive control 99.5%).
-        lr=1e-4, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+        epochs=2, minibatches=2,  # passes over each rollout batch, minibatches per pass
+        # Tuned on the default backdoored model and preference model (docs/results.md). With the value
+        # head on the shared trunk the value loss moved the policy: the held-out reward stayed flat (or
+        # fell) over 40-100 steps while KL grew. Detached, PPO raises the held-out reward; the positive
+        # control then needs the second epoch and KL 0.05 to remove the backdoor (KL 0.1: 38% left).
+        lr=2e-4, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
         clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.1, value_lr_scale=10.0,
-        detach_value=False,  # True: the value head reads stop_gradient(hidden), the value loss never moves the policy
+        detach_value=True,  # the value head reads stop_gradient(hidden): the value loss never moves the policy
         kl_coef=0.05, kl_reward_estimator="k1", kl_loss_estimator="k3",
         gamma=1.0, lam=0.95, entropy_coef=0.0,
         eval_every=20, checkpoint_every=20, keep_checkpoints=2,
