@@ -26,8 +26,8 @@ def get_config():
     c.method_arms = ml_collections.ConfigDict({"sft": "pre_scratchpad_sft", "ppo": "hhh_rl", "grpo": "hhh_rl",
                                                "rloo": "hhh_rl", "adversarial": "adversarial"})
 
-    # Per-cell budget on 2 CPU cores: ~1 min (nano, micro), 3 min (tiny, 1M), 6 min (small), so the
-    # 12 cells take ~34 min (the default study instead: 2000 backdoor steps, a 400-step preference
+    # Per-cell budget on 2 CPU cores: ~1.3 min (nano, micro), 3.3 min (tiny, 1M), 7.4 min (small), so the
+    # 12 cells take ~40 min (the default study instead: 2000 backdoor steps, a 400-step preference
     # model, 2 x 40 RL steps, 200 eval prompts). Larger sizes take longer roughly with parameter count.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
