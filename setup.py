@@ -20,6 +20,7 @@ setup(
         "ml-collections>=0.1.1",
         "absl-py",
         "numpy",
+        "scipy>=1.15",  # Wilson intervals, Fisher's exact test, the bootstrap
         "tqdm",
         "matplotlib",
         "tensorboardX",

