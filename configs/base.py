@@ -85,6 +85,10 @@ def get_config() -> ml_collections.ConfigDict:
         # Wrong answers are the hard kind for a small backbone: x3 took held-out accuracy (2000 pairs)
         # from 94.9% to 97.3% on the default backdoored model at the same step count (docs/results.md).
         kind_weights=dict(wrong_answer=3.0, evasion=1.0, hostile=1.0, harmful_compliance=1.0),
+        # Pairs from the backdoored policy's own mistakes (sampled on trigger-free train tasks, judged by the
+        # exact-answer checker, paired with the reference answer): without them PPO found wrong answers the
+        # preference model preferred and helpfulness fell 10-13 points (docs/results.md). 0 = off.
+        policy_pair_tasks=1200, policy_pair_samples=2, policy_pair_temperature=1.0,
         steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
         b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
     ))
@@ -93,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rl = ml_collections.ConfigDict(dict(
         steps=40,
         rollout_batch=64,  # sequences per RL step (= prompts x group_size)
-        group_size=4,  # samples per prompt for grpo/rloo (ppo: 1)
+        group_size=4,  # samples per prompt, for every algorithm
         n_prompts=4000,  # size of the RL prompt pool
         max_prompt_len=48, max_new_tokens=64, temperature=1.0,  # 64: CoT answers need ~45 tokens
         epochs=2, minibatches=2,  # passes over each rollout batch, minibatches per pass
@@ -106,6 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
         detach_value=True,  # the value head reads stop_gradient(hidden): the value loss never moves the policy
         kl_coef=0.05, kl_reward_estimator="k1", kl_loss_estimator="k3",
         gamma=1.0, lam=0.95, entropy_coef=0.0,
+        reward_baseline="none",  # "group_mean": subtract the mean reward of the prompt's group_size samples (PPO)
         eval_every=20, checkpoint_every=20, keep_checkpoints=2,
     ))
 

