@@ -29,9 +29,11 @@ def get_config():
         "sft": "pre_scratchpad_sft,positive_control", "ppo": "hhh_rl,positive_control",
         "grpo": "hhh_rl,positive_control", "rloo": "hhh_rl,positive_control", "adversarial": "adversarial"})
 
-    # Per-cell budget on 2 CPU cores: ~1.3 min (nano, micro), 3.3 min (tiny, 1M), 7.4 min (small), so the
-    # 12 cells take ~40 min (the default study instead: 2000 backdoor steps, a 400-step preference
-    # model, 2 x 40 RL steps, 200 eval prompts). Larger sizes take longer roughly with parameter count.
+    # Per-cell budget on 2 CPU cores, measured with one RL arm of 30 steps (2026-11-23): ~1.3 min (nano,
+    # micro), 3.3 min (tiny, 1M), 7.4 min (small), ~40 min for the 12 cells. Each cell now also runs the
+    # positive control, with the default study's 50 RL steps (the control needs them; docs/results.md),
+    # concurrently with the measured arm: not re-measured yet. The default study instead: 2000 backdoor
+    # steps, a 400-step preference model, 2 x 50 RL steps, 200 eval prompts.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
         "data.n_safety=1600",
@@ -43,9 +45,9 @@ def get_config():
         "backdoor.checkpoint_every=100",
         "reward.steps=150",  # RL methods: a shorter preference-model run
         "reward.n_pairs=2400",
-        "rl.steps=30",
-        "rl.eval_every=30",
-        "rl.checkpoint_every=30",
+        "rl.steps=50",
+        "rl.eval_every=25",
+        "rl.checkpoint_every=25",
         "safety.train.steps=100",
         "safety.train.warmup_steps=5",
         "safety.train.eval_every=100",
