@@ -293,7 +293,7 @@ def _edit_config(d, **kv):
 
 @pytest.mark.parametrize("edit,match", [
     (dict(model_type="gpt2"), "model_type='gpt2'"),
-    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_type='linear'"),
+    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
     (dict(attention_bias=True), "attention_bias"),
 ])
 def test_unsupported_config(run, tmp_path, edit, match):

