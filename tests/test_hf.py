@@ -337,7 +337,12 @@ def test_missing_and_misshapen_tensor(run, tmp_path):
 def test_tokenizer_without_sentencepiece_model(run, tmp_path):
     d = _copy(run, tmp_path)
     os.remove(d / "tokenizer.model")
-    with pytest.raises(HFFormatError, match="only sentencepiece tokenizer.model"):
+    tj = load_hf_tokenizer(d)  # our export's tokenizer.json, read with the `tokenizers` library
+    _, texts = _texts()
+    assert (tj.bos_id, tj.eos_id, tj.pad_id) == (BOS_ID, EOS_ID, 0)
+    assert all(tj.encode(t) == run["tok"].encode(t) for t in texts[:50])
+    os.remove(d / "tokenizer.json")
+    with pytest.raises(HFFormatError, match="no tokenizer.json or tokenizer.model"):
         load_hf_tokenizer(d)
 
 

