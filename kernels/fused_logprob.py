@@ -94,7 +94,7 @@ def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
 class _Static:
     """Everything the custom_vjp needs to know statically."""
 
-    impl: str  # "chunked" | "pallas"
+    impl: str  # "chunked" | "pallas_gpu"
     transpose_w: bool
     block_t: int
     block_v: int
@@ -275,7 +275,7 @@ def _pallas_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent
 
 
 def _fwd_impl(st, h, w, labels, inv_t):
-    return (_pallas_fwd if st.impl == "pallas" else _chunked_fwd)(st, h, w, labels, inv_t)
+    return (_pallas_fwd if st.impl == "pallas_gpu" else _chunked_fwd)(st, h, w, labels, inv_t)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -291,7 +291,7 @@ def _fused_fwd(st, h, w, labels, inv_t):
 def _fused_bwd(st, res, g):
     h, w, labels, inv_t, lse, ent = res
     g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
-    bwd = _pallas_bwd if st.impl == "pallas" else _chunked_bwd
+    bwd = _pallas_bwd if st.impl == "pallas_gpu" else _chunked_bwd
     dh, dw = bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
     return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
 
@@ -301,7 +301,7 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 # ----------------------------------------------------------------------------- public API
 
-_BLOCKS = {"chunked": (1024, 2048), "pallas": (32, 128)}
+_BLOCKS = {"chunked": (1024, 2048), "pallas_gpu": (32, 128)}
 
 
 def _pow2_at_least(n: int) -> int:
@@ -335,6 +335,11 @@ def fused_log_probs(
     inv_t = jnp.broadcast_to(1.0 / jnp.asarray(temperature, F32), lead).reshape(-1)
     if impl == "xla":
         logp, lse, ent = fused_log_probs_reference(h, w, lab, 1.0 / inv_t[:, None], transpose_w)
+    elif impl == "pallas_tpu":
+        from kernels.tpu_fused_logprob import fused_log_probs_tpu
+
+        logp, lse, ent = fused_log_probs_tpu(h, w, lab, inv_t, transpose_w=transpose_w, with_entropy=with_entropy,
+                                             block_t=block_t, block_v=block_v)
     else:
         vocab = w.shape[0] if transpose_w else w.shape[1]
         dbt, dbv = _BLOCKS[impl]
