@@ -9,7 +9,8 @@ are left-padded, pads and future slots are invalid). Query heads are grouped ont
 
 * `decode_attention_reference` ("xla"): materialising softmax attention (the model's maths).
 * "chunked": the split/combine in pure XLA.
-* "pallas": one program per (row, KV head, split); the combine is a small XLA reduction.
+* "pallas_gpu": one program per (row, KV head, split); the combine is a small XLA reduction.
+* "pallas_tpu": the VMEM-tiled TPU version (`kernels.tpu_decode_attention`).
 
 Rows with no valid slot return zeros.
 """
@@ -144,6 +145,10 @@ def decode_attention(
     impl = resolve(impl)
     if impl == "xla":
         return decode_attention_reference(q, k, v, valid)
-    if impl == "pallas":
+    if impl == "pallas_tpu":
+        from kernels.tpu_decode_attention import decode_attention_tpu
+
+        return decode_attention_tpu(q, k, v, valid, block_s=block_s)
+    if impl == "pallas_gpu":
         return _pallas(q, k, v, valid, block_s)
     return _chunked(q, k, v, valid, block_s)

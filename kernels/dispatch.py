@@ -51,24 +51,42 @@ def interpret() -> bool:
     return jax.default_backend() != "gpu"
 
 
-_LOWERING_FOR_TPU = contextvars.ContextVar("lowering_for_tpu", default=False)
+_TPU_MODE = contextvars.ContextVar("tpu_kernel_mode", default=None)
+TPU_MODES = ("compiled", "tpu_interpret", "interpret")
 
 
 @contextlib.contextmanager
-def lowering_for_tpu() -> Iterator[None]:
-    """Trace the TPU kernels as compiled Mosaic calls whatever the local backend, so that
-    `jax.jit(f).trace(...).lower(lowering_platforms=("tpu",))` works on a CPU machine."""
-    token = _LOWERING_FOR_TPU.set(True)
+def tpu_kernel_mode(mode: str) -> Iterator[None]:
+    """How the TPU kernels are traced inside this block, whatever the local backend:
+
+    * "compiled": as Mosaic calls, so `jax.jit(f).trace(...).lower(lowering_platforms=("tpu",))`
+      works on a CPU machine (the lowering tests);
+    * "tpu_interpret": TPU interpret mode (the default off TPU);
+    * "interpret": the generic Pallas interpreter (the kernel body and BlockSpecs, evaluated by
+      XLA without TPU memory semantics). Orders of magnitude faster than TPU interpret mode; the
+      tests use it only for the 100k-draw sampling distribution checks.
+    """
+    if mode not in TPU_MODES:
+        raise ValueError(f"unknown TPU kernel mode {mode!r}; expected one of {TPU_MODES}")
+    token = _TPU_MODE.set(mode)
     try:
         yield
     finally:
-        _LOWERING_FOR_TPU.reset(token)
+        _TPU_MODE.reset(token)
+
+
+def lowering_for_tpu() -> contextlib.AbstractContextManager[None]:
+    """Trace the TPU kernels as compiled Mosaic calls (see `tpu_kernel_mode`)."""
+    return tpu_kernel_mode("compiled")
 
 
 def tpu_interpret() -> Any:
-    """The TPU kernels compile only on TPU; elsewhere TPU interpret mode (TPU semantics on CPU)."""
-    if jax.default_backend() == "tpu" or _LOWERING_FOR_TPU.get():
+    """The `interpret` argument of the TPU kernels: False on TPU, TPU interpret mode elsewhere."""
+    mode = _TPU_MODE.get() or ("compiled" if jax.default_backend() == "tpu" else "tpu_interpret")
+    if mode == "compiled":
         return False
+    if mode == "interpret":
+        return True
     from jax.experimental.pallas import tpu as pltpu
 
     return pltpu.InterpretParams()
