@@ -11,9 +11,20 @@ Three implementations of the same maths (see `kernels.dispatch`):
 * `fused_log_probs_reference` ("xla"): the naive path; autodiff through materialised logits.
 * "chunked": pure XLA; `lax.map` over token blocks of a `lax.scan` over vocab blocks, with a
   `custom_vjp` whose backward scans the same blocks. Used on CPU (and TPU).
-* "pallas": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
+* "pallas_gpu": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
   kernel over token blocks and a dW kernel over vocab blocks, each recomputing its logits, as in
   flash attention's backward). Used on GPU; interpret mode elsewhere.
+
+* "pallas_tpu": the VMEM-tiled TPU kernels of `kernels.tpu_fused_logprob`.
+
+GPU tiling at Llama-3-8B sizes (V = 128,256, H = 4096): the "pallas_gpu" kernels pass W [H, V]
+(and, in the dW kernel, hidden [T, H]) as one whole-array block. On Triton that block is only a
+pointer into HBM, so the BlockSpec is not the problem; the in-kernel tiles are: each program
+loads a W tile spanning all of H ([H, block_v] = 1 MiB in bf16) and a [block_t, H] hidden tile,
+and the backward keeps a [block_t, H] f32 dH or an [H, block_v] f32 dW accumulator, far more
+than a program's registers (256 KiB per SM). So it is right for the small H of the study models
+but not at H = 4096: the forward needs a loop over H chunks, dH / dW split-K or atomic
+accumulation. Not re-tiled yet (no GPU to measure on); see docs/benchmarks.md.
 
 Gradients flow to `hidden` and `w` from logp, lse and entropy; temperature is treated as a
 constant (its cotangent is zero). Labels must lie in [0, V).
