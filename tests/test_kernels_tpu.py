@@ -9,15 +9,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_kernels_sampling import _exact  # tests/ is on sys.path (pytest rootdir-less test modules)
 
-from benchmarks.tpu_kernels import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows
 from kernels import tpu_tiling
 from kernels.decode_attention import decode_attention, decode_attention_reference
 from kernels.dispatch import resolve, tpu_interpret, tpu_kernel_mode
 from kernels.fused_logprob import fused_log_probs, fused_log_probs_reference
 from kernels.sampling import choose_tokens
+from kernels.tpu_lowering import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows
 from kernels.tpu_sampling import _key, gumbel_noise, threshold_reference
-from tests.test_kernels_sampling import _exact
 
 
 def test_dispatch_names():
