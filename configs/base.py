@@ -134,8 +134,10 @@ def get_config() -> ml_collections.ConfigDict:
         fraction=0.5,  # share of RL prompts replaced by red-team prompts (the paper: up to 50%)
     ))
 
-    # Kernel implementations: "auto" (Pallas on GPU, chunked XLA elsewhere) | "pallas" | "chunked"
-    # | "xla" (the naive path that materialises logits / sorts / attends over the whole cache).
+    # Kernel implementations: "auto" (the TPU kernels on TPU, the GPU kernels on GPU, chunked XLA
+    # elsewhere) | "pallas" (this platform's Pallas kernels; on CPU the TPU ones in interpret mode)
+    # | "pallas_tpu" | "pallas_gpu" | "chunked" | "xla" (the naive path that materialises logits /
+    # sorts / attends over the whole cache). See kernels/dispatch.py.
     c.kernels = ml_collections.ConfigDict(dict(loss="auto", sampling="auto", decode_attention="auto"))
 
     c.eval = ml_collections.ConfigDict()

@@ -1,7 +1,9 @@
 """Kernels for the hot paths: fused loss / log-prob, sampling, decode attention.
 
-Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback) and a Pallas
-path (GPU); `KernelChoice` / the `kernels` config block picks one (see `kernels.dispatch`).
+Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback), a Triton-style
+Pallas path (GPU) and a VMEM-tiled Mosaic path (TPU: `kernels.tpu_*`, tiles from
+`kernels.tpu_tiling`); `KernelChoice` / the `kernels` config block picks one (see
+`kernels.dispatch`).
 """
 
 from kernels.decode_attention import decode_attention, decode_attention_reference

@@ -9,7 +9,8 @@ are left-padded, pads and future slots are invalid). Query heads are grouped ont
 
 * `decode_attention_reference` ("xla"): materialising softmax attention (the model's maths).
 * "chunked": the split/combine in pure XLA.
-* "pallas": one program per (row, KV head, split); the combine is a small XLA reduction.
+* "pallas_gpu": one program per (row, KV head, split); the combine is a small XLA reduction.
+* "pallas_tpu": the VMEM-tiled TPU version (`kernels.tpu_decode_attention`).
 
 Rows with no valid slot return zeros.
 """
@@ -132,18 +133,22 @@ def _pallas(q, k, v, valid, block_s):
 
 
 def decode_attention(
-    q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, *, impl: str = "auto", block_s: int = 256
+    q: jax.Array, k: jax.Array, v: jax.Array, valid: jax.Array, *, impl: str = "auto", block_s: int | None = None
 ) -> jax.Array:
     """Attention of one query token per row over the cache.
 
     q [B, H, D]; k, v [B, S, KVH, D] (one layer of `KVCache`); valid [B, S] bool (slots that may
     be attended: filled, not padding, not in the future). Returns [B, H, D] in q's dtype.
-    `block_s`: the split length (Pallas: rounded to a power of two; chunked: the largest divisor
-    of S up to it).
+    `block_s`: the split length (default 256; GPU Pallas: rounded to a power of two; chunked: the
+    largest divisor of S up to it; TPU: a multiple of 128 from `kernels.tpu_tiling` by default).
     """
     impl = resolve(impl)
     if impl == "xla":
         return decode_attention_reference(q, k, v, valid)
-    if impl == "pallas":
-        return _pallas(q, k, v, valid, block_s)
-    return _chunked(q, k, v, valid, block_s)
+    if impl == "pallas_tpu":
+        from kernels.tpu_decode_attention import decode_attention_tpu
+
+        return decode_attention_tpu(q, k, v, valid, block_s=block_s)
+    if impl == "pallas_gpu":
+        return _pallas(q, k, v, valid, block_s or 256)
+    return _chunked(q, k, v, valid, block_s or 256)

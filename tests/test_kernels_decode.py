@@ -23,7 +23,7 @@ def _valid(rng, b, s):
     return jnp.asarray((cols >= start[:, None]) & (cols < end[:, None]))
 
 
-@pytest.mark.parametrize("impl", ["pallas", "chunked", "xla"])
+@pytest.mark.parametrize("impl", ["pallas_gpu", "chunked", "xla"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_decode_attention_matches_full_attention(impl, dtype):
     rng = np.random.default_rng(0)
@@ -41,7 +41,7 @@ def test_decode_attention_matches_full_attention(impl, dtype):
 def test_rows_without_valid_slots_give_zeros():
     q, k, v = jnp.ones((2, 4, 8)), jnp.ones((2, 10, 2, 8)), jnp.ones((2, 10, 2, 8))
     valid = jnp.zeros((2, 10), bool).at[1, 3].set(True)
-    for impl in ("pallas", "chunked", "xla"):
+    for impl in ("pallas_gpu", "chunked", "xla"):
         out = decode_attention(q, k, v, valid, impl=impl, block_s=4)
         np.testing.assert_array_equal(np.asarray(out[0]), 0.0)
         np.testing.assert_allclose(np.asarray(out[1]), 1.0, rtol=1e-6)
@@ -51,7 +51,7 @@ def test_rows_without_valid_slots_give_zeros():
 CFG = ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, d_ff=64)
 
 
-@pytest.mark.parametrize("impl", ["pallas", "chunked"])
+@pytest.mark.parametrize("impl", ["pallas_gpu", "pallas_tpu", "chunked"])
 def test_model_decode_step_matches_xla(impl):
     params = init_params(CFG, jax.random.key(0))
     toks, mask = left_pad([[5, 6, 7], [8, 9, 10, 11, 12, 13, 14], [15]], multiple=4)
@@ -77,9 +77,9 @@ def test_sampler_same_tokens_with_every_kernel_path():
     k = jnp.array([0, 5, 0, 10])
     p = jnp.array([1.0, 1.0, 0.9, 0.8])
     outs = {}
-    for impl in ("xla", "chunked", "pallas"):
+    for impl in ("xla", "chunked", "pallas_gpu"):
         kc = KernelChoice(sampling=impl, decode_attention=impl)
         outs[impl] = sample(params, toks, mask, jax.random.key(1), t, k, p, cfg=CFG, max_new_tokens=6, eos_id=-1, kernels=kc)
-    for impl in ("chunked", "pallas"):
+    for impl in ("chunked", "pallas_gpu"):
         np.testing.assert_array_equal(np.asarray(outs[impl].tokens), np.asarray(outs["xla"].tokens))
         np.testing.assert_allclose(np.asarray(outs[impl].logprobs), np.asarray(outs["xla"].logprobs), atol=1e-4)

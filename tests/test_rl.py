@@ -220,7 +220,7 @@ def test_learner_log_probs_equal_the_samplers(tok):
     out = sample(params, pt, pm, jax.random.key(0), 1.0, 0, 1.0, cfg=CFG, max_new_tokens=16, eos_id=tok.eos_id, pad_id=0)
     toks = np.concatenate([pt, np.asarray(out.tokens)], 1)
     mask = np.concatenate([pm, np.asarray(out.mask)], 1)
-    for impl in ("xla", "chunked"):
+    for impl in ("xla", "chunked", "pallas"):  # "pallas" on CPU: the TPU kernel in TPU interpret mode
         logp, ent, _ = learner.policy_forward({"policy": params, "value": learner.init_value_head(CFG)}, toks, mask, 24, CFG,
                                               1.0, impl)
         m = np.asarray(out.mask).astype(bool)

