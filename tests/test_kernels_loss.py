@@ -125,10 +125,10 @@ def _losses(impl, steps):
 
 
 def test_training_with_fused_loss_follows_reference_curve():
-    ref = _losses("xla", 50)
-    chunked = _losses("chunked", 50)
-    assert ref[-1] < ref[0] - 1.0  # it learns
+    ref = _losses("xla", 20)
+    chunked = _losses("chunked", 20)
+    assert ref[-1] < ref[0] - 1.0  # it learns (5.57 -> 3.64)
     np.testing.assert_allclose(chunked, ref, rtol=2e-3, atol=2e-3)
-    # "pallas" on CPU: the TPU kernels in TPU interpret mode (see kernels.dispatch); 20 steps.
+    # "pallas" on CPU: the TPU kernels in TPU interpret mode (see kernels.dispatch)
     pallas = _losses("pallas", 20)
-    np.testing.assert_allclose(pallas, ref[:20], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(pallas, ref, rtol=1e-4, atol=1e-4)
