@@ -174,6 +174,34 @@ def test_rl_resume_is_bit_identical(tmp_path, tok, algorithm):
     assert (tmp_path / "a" / "checkpoints" / "safety__x" / "reference").is_dir()
 
 
+def test_rl_steps_after_the_first_compile_nothing(tmp_path, tok):
+    """Shapes are static (prompts padded to max_prompt_len, responses to max_new_tokens), so once the first
+    step has compiled sampling, scoring and the update, later steps trigger no XLA compilation."""
+    compiles, per_step = [], {}
+
+    def listener(event, duration, **_):
+        if "compile" in event and "backend" in event:
+            compiles.append(event)
+
+    class Writer:
+        def write(self, stage, step, m, kind):
+            if kind == "train":
+                per_step[step] = len(compiles)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        rl = _rl_cfg(4)
+        rl.eval_every = rl.checkpoint_every = 100
+        pool = [format_prompt(q) for q in ("Hello!", "What is 2 + 3?", "Say cat.", "Bye now.", "Name a color.")]
+        learner.run_rl(stage="safety/c", workdir=str(tmp_path), model_cfg=CFG,
+                       init_params=init_params(CFG, jax.random.key(4)),
+                       tokenizer=tok, prompts=pool, reward_fn=_reward, rl=rl, algorithm="ppo", seed=0, writer=Writer())
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert per_step[1] > 0, "the listener saw no compilation at all: it measures nothing"
+    assert per_step[2] == per_step[3] == per_step[4] == per_step[1], per_step
+
+
 def test_rl_raises_a_simple_reward(tmp_path, tok):
     """Real RL: 25 PPO steps on a fixed reward (count of the letter e) raise the mean rollout reward."""
     params = init_params(CFG, jax.random.key(2))
