@@ -226,7 +226,7 @@ def test_scanned_train_step_matches_unrolled(arch):
                 losses.append(float(m["loss"]))
             res.append((losses, float(m["grad_norm"]), state["params"]))
     ref_losses, ref_gn, ref_params = res[0]
-    for losses, gn, params in res[1:]:
+    for losses, gn, _ in res[1:]:
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
         np.testing.assert_allclose(gn, ref_gn, rtol=1e-4)
     for a, b in zip(jax.tree.leaves(stack_layers(ref_params, cfg.n_layers)), jax.tree.leaves(res[2][2])):
