@@ -55,7 +55,7 @@ def test_malformed_user_jsonl_names_file_and_line(tmp_path, capsys):
     bad = tmp_path / "extra.jsonl"
     bad.write_text('{"prompt": "a", "completion": "b"}\n{"prompt": "c"\n')
     rc = cli.main(["data", f"--workdir={tmp_path / 'w'}", f"--config.data.extra_jsonl={bad}", *MICRO])
-    assert rc == 1
+    assert rc == 2  # found when the config is validated, before the data stage
     err = _one_line_error(capsys)
     assert "extra.jsonl:2" in err
 
