@@ -218,8 +218,8 @@ def test_scanned_train_step_matches_unrolled(arch):
     for c, params in ((cfg, p), (scfg, sp)):
         for impl in ("xla", "chunked"):
             step = make_train_step(c, tx, lr_schedule(t), kernels=KernelChoice(loss=impl))
-            params = jax.tree.map(jnp.array, params)
-            state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+            fresh = jax.tree.map(lambda x: jnp.array(np.asarray(x)), params)  # a copy: the step donates its state
+            state = {"params": fresh, "opt_state": tx.init(fresh), "step": jnp.zeros((), jnp.int32)}
             losses = []
             for _ in range(2):
                 state, m = step(state, batch)
@@ -229,8 +229,10 @@ def test_scanned_train_step_matches_unrolled(arch):
     for losses, gn, _ in res[1:]:
         np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
         np.testing.assert_allclose(gn, ref_gn, rtol=1e-4)
+    # Params after two AdamW steps at lr 1e-2: Adam's m / sqrt(v) turns float rounding in near-zero gradients into
+    # updates of up to lr, so the params agree to ~1e-3 while the losses and gradient norms above agree to 1e-5.
     for a, b in zip(jax.tree.leaves(stack_layers(ref_params, cfg.n_layers)), jax.tree.leaves(res[2][2])):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-3)
 
 
 def test_probe_residuals_of_scanned_params():

@@ -73,8 +73,8 @@ def test_sharded_scanned_train_step_matches_unrolled_one_device(params, shape):
     if shape == (2, 2, 2):
         assert q.sharding.spec == P(None, "fsdp", "tensor", None)
         assert q.addressable_shards[0].data.shape == (3, 32, 4, 8)  # every device holds all 3 layers
-    else:
-        assert q.sharding.spec == P(None, "fsdp", None, None)
+    else:  # the size-1 "tensor" axis may or may not be named in the spec: the same layout either way
+        assert tuple(q.sharding.spec)[:2] == (None, "fsdp") and tuple(q.sharding.spec)[2] in (None, "tensor")
         assert q.addressable_shards[0].data.shape == (3, 8, 8, 8)
     mu = state["opt_state"][1][0].mu
     assert mu["layers"]["self_attn"]["q_proj"]["kernel"].sharding.spec == q.sharding.spec
