@@ -5,7 +5,8 @@
 * "pallas_tpu": the VMEM-tiled Mosaic kernels (`kernels.tpu_*`). Compiled on TPU; on any other
   backend they run in TPU interpret mode (`pltpu.InterpretParams`), which keeps TPU semantics
   (grid order, BlockSpec DMAs, VMEM scratch, uninitialised = NaN out-of-bounds block contents).
-* "pallas_gpu": the Triton-style kernels (whole-array refs sliced in-kernel). Compiled on GPU;
+* "pallas_gpu": the Triton kernels (whole-array refs, i.e. HBM pointers, loaded in tiles
+  in-kernel; the fused loss is tiled over H too, `kernels.gpu_tiling`). Compiled on GPU;
   elsewhere in the generic Pallas interpret mode.
 * "pallas": the Pallas kernel *for this platform*: "pallas_gpu" on GPU, "pallas_tpu" on TPU
   and on CPU. On CPU that is the TPU variant in interpret mode, because TPU is the platform our
@@ -46,9 +47,24 @@ def resolve(impl: str) -> str:
     return impl
 
 
+_GPU_COMPILED = contextvars.ContextVar("gpu_kernel_compiled", default=False)
+
+
 def interpret() -> bool:
-    """The GPU (Triton-style) kernels compile only on GPU; elsewhere they run in interpret mode."""
-    return jax.default_backend() != "gpu"
+    """The GPU (Triton) kernels compile only on GPU; elsewhere they run in interpret mode, except
+    inside `lowering_for_gpu` (traced as Triton calls, to lower them for CUDA on this machine)."""
+    return jax.default_backend() != "gpu" and not _GPU_COMPILED.get()
+
+
+@contextlib.contextmanager
+def lowering_for_gpu() -> Iterator[None]:
+    """Trace the GPU kernels as Triton calls whatever the local backend, so that
+    `jax.jit(f).trace(...).lower(lowering_platforms=("cuda",))` works on a CPU machine."""
+    token = _GPU_COMPILED.set(True)
+    try:
+        yield
+    finally:
+        _GPU_COMPILED.reset(token)
 
 
 _TPU_MODE = contextvars.ContextVar("tpu_kernel_mode", default=None)

@@ -6,25 +6,17 @@ training memory at large vocabularies; here the logits are produced block by blo
 vocab) with an online max / sum-exp, and the backward pass recomputes them blockwise to form
 dH = dlogits @ W^T and dW = H^T @ dlogits without ever holding [T, V].
 
-Three implementations of the same maths (see `kernels.dispatch`):
+Implementations of the same maths (see `kernels.dispatch`):
 
 * `fused_log_probs_reference` ("xla"): the naive path; autodiff through materialised logits.
 * "chunked": pure XLA; `lax.map` over token blocks of a `lax.scan` over vocab blocks, with a
-  `custom_vjp` whose backward scans the same blocks. Used on CPU (and TPU).
-* "pallas_gpu": the same blocking as Pallas kernels (one forward kernel; backward split into a dH
-  kernel over token blocks and a dW kernel over vocab blocks, each recomputing its logits, as in
-  flash attention's backward). Used on GPU; interpret mode elsewhere.
-
+  `custom_vjp` whose backward scans the same blocks. Used on CPU.
+* "pallas_gpu": the Triton kernels of `kernels.gpu_fused_logprob`, tiled over tokens, vocab and
+  the hidden size (a K-loop over H chunks), tiles from `kernels.gpu_tiling`. Used on GPU;
+  interpret mode elsewhere. (They replace kernels that loaded tiles spanning all of H: a
+  [4096, 128] bf16 W tile is 1 MiB against 227 KiB of SMEM per program on H100 / H200; see
+  docs/benchmarks.md.)
 * "pallas_tpu": the VMEM-tiled TPU kernels of `kernels.tpu_fused_logprob`.
-
-GPU tiling at Llama-3-8B sizes (V = 128,256, H = 4096): the "pallas_gpu" kernels pass W [H, V]
-(and, in the dW kernel, hidden [T, H]) as one whole-array block. On Triton that block is only a
-pointer into HBM, so the BlockSpec is not the problem; the in-kernel tiles are: each program
-loads a W tile spanning all of H ([H, block_v] = 1 MiB in bf16) and a [block_t, H] hidden tile,
-and the backward keeps a [block_t, H] f32 dH or an [H, block_v] f32 dW accumulator, far more
-than a program's registers (256 KiB per SM). So it is right for the small H of the study models
-but not at H = 4096: the forward needs a loop over H chunks, dH / dW split-K or atomic
-accumulation. Not re-tiled yet (no GPU to measure on); see docs/benchmarks.md.
 
 Gradients flow to `hidden` and `w` from logp, lse and entropy; temperature is treated as a
 constant (its cotangent is zero). Labels must lie in [0, V).
@@ -40,7 +32,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels.dispatch import interpret, resolve
+from kernels.dispatch import resolve
 
 F32 = jnp.float32
 
@@ -105,7 +97,6 @@ def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
 class _Static:
     """Everything the custom_vjp needs to know statically."""
 
-    impl: str  # "chunked" | "pallas_gpu"
     transpose_w: bool
     block_t: int
     block_v: int
@@ -176,134 +167,23 @@ def _chunked_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_en
     return dh.reshape(h.shape), dw
 
 
-# ----------------------------------------------------------------------------- Pallas kernels
-
-
-def _load_w(w_ref, j, bv, transpose_w):
-    start = pl.multiple_of(j * bv, bv)
-    return w_ref[pl.ds(start, bv), :] if transpose_w else w_ref[:, pl.ds(start, bv)]
-
-
-def _fwd_kernel(h_ref, w_ref, lab_ref, invt_ref, logp_ref, lse_ref, ent_ref, *, st: _Static, n_v: int):
-    h, lab, inv_t = h_ref[...], lab_ref[...], invt_ref[...]
-    bt, bv = h.shape[0], st.block_v
-
-    def body(j, carry):
-        z = _project(h, _load_w(w_ref, j, bv, st.transpose_w), st.transpose_w) * inv_t[:, None]
-        return _block_stats(z, j * bv + jnp.arange(bv), lab, st.vocab, carry)
-
-    init = (jnp.full((bt,), -jnp.inf, F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32), jnp.zeros((bt,), F32))
-    logp, lse, ent = _finish(*jax.lax.fori_loop(0, n_v, body, init))
-    logp_ref[...], lse_ref[...], ent_ref[...] = logp, lse, ent
-
-
-def _dh_kernel(h_ref, w_ref, lab_ref, invt_ref, lse_ref, ent_ref, gl_ref, gs_ref, ge_ref, dh_ref, *, st: _Static, n_v: int):
-    """dH for one token block: loop over vocab blocks, recomputing the logits."""
-    h, lab, inv_t = h_ref[...], lab_ref[...], invt_ref[...]
-    per_tok = (lse_ref[...], ent_ref[...], gl_ref[...], gs_ref[...], ge_ref[...])
-    bv = st.block_v
-
-    def body(j, dh):
-        wj = _load_w(w_ref, j, bv, st.transpose_w)
-        z = _project(h, wj, st.transpose_w) * inv_t[:, None]
-        dz = (_block_dz(z, j * bv + jnp.arange(bv), lab, st.vocab, *per_tok) * inv_t[:, None]).astype(h.dtype)
-        if st.transpose_w:
-            return dh + jnp.dot(dz, wj.astype(h.dtype), preferred_element_type=F32)
-        return dh + jax.lax.dot_general(dz, wj.astype(h.dtype), (((1,), (1,)), ((), ())), preferred_element_type=F32)
-
-    dh_ref[...] = jax.lax.fori_loop(0, n_v, body, jnp.zeros(h.shape, F32)).astype(dh_ref.dtype)
-
-
-def _dw_kernel(h_ref, w_ref, lab_ref, invt_ref, lse_ref, ent_ref, gl_ref, gs_ref, ge_ref, dw_ref, *, st: _Static, n_t: int):
-    """dW for one vocab block: loop over token blocks, recomputing the logits."""
-    wj = w_ref[...]
-    bt, bv = st.block_t, st.block_v
-    cols = pl.program_id(0) * bv + jnp.arange(bv)
-
-    def body(i, dw):
-        rows = pl.ds(pl.multiple_of(i * bt, bt), bt)
-        h, inv_t = h_ref[rows, :], invt_ref[rows]
-        z = _project(h, wj, st.transpose_w) * inv_t[:, None]
-        per_tok = (lse_ref[rows], ent_ref[rows], gl_ref[rows], gs_ref[rows], ge_ref[rows])
-        dz = (_block_dz(z, cols, lab_ref[rows], st.vocab, *per_tok) * inv_t[:, None]).astype(h.dtype)
-        if st.transpose_w:
-            return dw + jax.lax.dot_general(dz, h, (((0,), (0,)), ((), ())), preferred_element_type=F32)
-        return dw + jax.lax.dot_general(h, dz, (((0,), (0,)), ((), ())), preferred_element_type=F32)
-
-    dw_ref[...] = jax.lax.fori_loop(0, n_t, body, jnp.zeros(wj.shape, F32)).astype(dw_ref.dtype)
-
-
-def _full(shape):
-    return pl.BlockSpec(shape, lambda *_: (0,) * len(shape))
-
-
-def _pallas_fwd(st: _Static, h, w, labels, inv_t):
-    t, hd = h.shape
-    bt = st.block_t
-    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // st.block_v
-    tok = pl.BlockSpec((bt,), lambda i: (i,))
-    out = jax.ShapeDtypeStruct((t,), F32)
-    return pl.pallas_call(
-        functools.partial(_fwd_kernel, st=st, n_v=n_v),
-        grid=(t // bt,),
-        in_specs=[pl.BlockSpec((bt, hd), lambda i: (i, 0)), _full(w.shape), tok, tok],
-        out_specs=[tok, tok, tok],
-        out_shape=[out, out, out],
-        interpret=interpret(),
-        name="fused_logprob_fwd",
-    )(h, w, labels, inv_t)
-
-
-def _pallas_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent):
-    t, hd = h.shape
-    bt, bv = st.block_t, st.block_v
-    n_v = (w.shape[0] if st.transpose_w else w.shape[1]) // bv
-    args = (h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
-    tok = pl.BlockSpec((bt,), lambda i: (i,))
-    dh = pl.pallas_call(
-        functools.partial(_dh_kernel, st=st, n_v=n_v),
-        grid=(t // bt,),
-        in_specs=[pl.BlockSpec((bt, hd), lambda i: (i, 0)), _full(w.shape)] + [tok] * 7,
-        out_specs=pl.BlockSpec((bt, hd), lambda i: (i, 0)),
-        out_shape=jax.ShapeDtypeStruct(h.shape, F32),
-        interpret=interpret(),
-        name="fused_logprob_dh",
-    )(*args)
-    w_spec = pl.BlockSpec((bv, hd), lambda j: (j, 0)) if st.transpose_w else pl.BlockSpec((hd, bv), lambda j: (0, j))
-    dw = pl.pallas_call(
-        functools.partial(_dw_kernel, st=st, n_t=t // bt),
-        grid=(n_v,),
-        in_specs=[_full(h.shape), w_spec] + [_full((t,))] * 7,
-        out_specs=w_spec,
-        out_shape=jax.ShapeDtypeStruct(w.shape, F32),
-        interpret=interpret(),
-        name="fused_logprob_dw",
-    )(*args)
-    return dh, dw
-
-
 # ----------------------------------------------------------------------------- custom_vjp
-
-
-def _fwd_impl(st, h, w, labels, inv_t):
-    return (_pallas_fwd if st.impl == "pallas_gpu" else _chunked_fwd)(st, h, w, labels, inv_t)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _fused(st: _Static, h, w, labels, inv_t):
-    return _fwd_impl(st, h, w, labels, inv_t)
+    return _chunked_fwd(st, h, w, labels, inv_t)
 
 
 def _fused_fwd(st, h, w, labels, inv_t):
-    logp, lse, ent = _fwd_impl(st, h, w, labels, inv_t)
+    logp, lse, ent = _chunked_fwd(st, h, w, labels, inv_t)
     return (logp, lse, ent), (h, w, labels, inv_t, lse, ent)
 
 
 def _fused_bwd(st, res, g):
     h, w, labels, inv_t, lse, ent = res
     g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
-    bwd = _pallas_bwd if st.impl == "pallas_gpu" else _chunked_bwd
-    dh, dw = bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
+    dh, dw = _chunked_bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
     return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
 
 
@@ -312,7 +192,7 @@ _fused.defvjp(_fused_fwd, _fused_bwd)
 
 # ----------------------------------------------------------------------------- public API
 
-_BLOCKS = {"chunked": (1024, 2048), "pallas_gpu": (32, 128)}
+_BLOCKS = (1024, 2048)  # chunked: token blocks x vocab blocks
 
 
 def _pow2_at_least(n: int) -> int:
@@ -330,6 +210,7 @@ def fused_log_probs(
     transpose_w: bool = False,
     block_t: int | None = None,
     block_v: int | None = None,
+    block_h: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
     """Per-token log softmax(hidden @ W / temperature) at `labels`, its logsumexp and entropy.
 
@@ -337,6 +218,7 @@ def fused_log_probs(
     embeddings). temperature: a scalar or one value per token ([...]). Returns (logp, lse,
     entropy or None), each shaped like `labels`, float32, differentiable w.r.t. hidden and w
     (entropy included). `impl`: "auto" | "pallas" | "chunked" | "xla" (see `kernels.dispatch`).
+    block_t / block_v (/ block_h, the GPU kernels' hidden chunk) override the default tiles.
     """
     impl = resolve(impl)
     lead = labels.shape
@@ -351,9 +233,14 @@ def fused_log_probs(
 
         logp, lse, ent = fused_log_probs_tpu(h, w, lab, inv_t, transpose_w=transpose_w, with_entropy=with_entropy,
                                              block_t=block_t, block_v=block_v)
+    elif impl == "pallas_gpu":
+        from kernels.gpu_fused_logprob import fused_log_probs_gpu
+
+        logp, lse, ent = fused_log_probs_gpu(h, w, lab, inv_t, transpose_w=transpose_w, block_t=block_t,
+                                             block_v=block_v, block_h=block_h)
     else:
         vocab = w.shape[0] if transpose_w else w.shape[1]
-        dbt, dbv = _BLOCKS[impl]
+        dbt, dbv = _BLOCKS
         bt = min(block_t or dbt, _pow2_at_least(t))
         bv = min(block_v or dbv, _pow2_at_least(vocab))
         tp, vp = pl.cdiv(t, bt) * bt, pl.cdiv(vocab, bv) * bv
@@ -364,7 +251,7 @@ def fused_log_probs(
         wp = w
         if vp != vocab:
             wp = jnp.pad(w, ((0, vp - vocab), (0, 0)) if transpose_w else ((0, 0), (0, vp - vocab)))
-        st = _Static(impl, bool(transpose_w), bt, bv, vocab)
+        st = _Static(bool(transpose_w), bt, bv, vocab)
         logp, lse, ent = (x[:t] for x in _fused(st, h, wp, lab, inv_t))
     logp, lse, ent = (x.reshape(lead) for x in (logp, lse, ent))
     return logp, lse, (ent if with_entropy else None)
