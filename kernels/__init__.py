@@ -1,8 +1,8 @@
 """Kernels for the hot paths: fused loss / log-prob, sampling, decode attention.
 
-Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback), a Triton-style
-Pallas path (GPU) and a VMEM-tiled Mosaic path (TPU: `kernels.tpu_*`, tiles from
-`kernels.tpu_tiling`); `KernelChoice` / the `kernels` config block picks one (see
+Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback), a Triton
+Pallas path (GPU; the fused loss in `kernels.gpu_fused_logprob`, tiles from `kernels.gpu_tiling`)
+and a VMEM-tiled Mosaic path (TPU: `kernels.tpu_*`, tiles from `kernels.tpu_tiling`); `KernelChoice` / the `kernels` config block picks one (see
 `kernels.dispatch`).
 """
 
