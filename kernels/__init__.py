@@ -2,8 +2,8 @@
 
 Each has a pure-JAX reference beside it, a chunked pure-XLA path (CPU, fallback), a Triton
 Pallas path (GPU; the fused loss in `kernels.gpu_fused_logprob`, tiles from `kernels.gpu_tiling`)
-and a VMEM-tiled Mosaic path (TPU: `kernels.tpu_*`, tiles from `kernels.tpu_tiling`); `KernelChoice` / the `kernels` config block picks one (see
-`kernels.dispatch`).
+and a VMEM-tiled Mosaic path (TPU: `kernels.tpu_*`, tiles from `kernels.tpu_tiling`);
+`KernelChoice` / the `kernels` config block picks one (see `kernels.dispatch`).
 """
 
 from kernels.decode_attention import decode_attention, decode_attention_reference
