@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kernels import gpu_tiling
+from kernels.dispatch import interpret, lowering_for_gpu
 from kernels.fused_logprob import fused_log_probs_reference
 from kernels.gpu_fused_logprob import fused_log_probs_gpu
 from kernels.gpu_lowering import largest_tensor_bytes, loss_case, lower_for_gpu, tensor_shapes
@@ -84,6 +85,13 @@ def test_vocab_splits_rule():
 # ----------------------------------------------------------------------------- tiles and lowering
 
 
+def test_gpu_kernels_interpreted_off_gpu_except_when_lowering():
+    assert interpret() is True  # on this CPU machine
+    with lowering_for_gpu():
+        assert interpret() is False
+    assert interpret() is True
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
 def test_tile_table_within_budget_at_8b_shapes(dtype):
     t, h, v = SHAPES_8B["T"], SHAPES_8B["H"], SHAPES_8B["V"]
@@ -107,6 +115,8 @@ def test_lowers_for_cuda_at_8b_shapes_bf16(tied):
     for name, ttir in kernels.items():
         k = tiles[name.rsplit("_", 1)[1]]
         assert "tt.dot" in ttir, name
+        if not name.endswith("fwd"):  # a CTA barrier between one step's stores and the next step's loads
+            assert "gpu.barrier" in ttir, name
         for shape, _ in tensor_shapes(ttir):
             assert SHAPES_8B["H"] not in shape and np.prod(shape) <= k.bt * k.bv, (name, shape)
         assert largest_tensor_bytes(ttir) <= k.bt * k.bv * 8, name  # a [bt, bv] pointer tensor at most
