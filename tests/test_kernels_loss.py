@@ -37,7 +37,8 @@ def _value_and_grads(impl, hidden, w, labels, cots, transpose_w, temperature):
                                   transpose_w=transpose_w, block_t=16, block_v=64)
         return sum(jnp.sum(o * c) for o, c in zip(out, cots)), out
 
-    (_, out), grads = jax.value_and_grad(f, argnums=(0, 1), has_aux=True)(hidden, w)
+    # one compiled program per case: op by op, the interpreted Pallas kernels are slow
+    (_, out), grads = jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(hidden, w)
     return out, grads
 
 
