@@ -142,6 +142,9 @@ def get_config() -> ml_collections.ConfigDict:
         # per update, in every RL arm alike. 0 = pure RL. It holds the answers the preference model cannot judge
         # (one-character slips) where they were; it touches no triggered prompt (docs/results.md).
         ptx_coef=0.0, ptx_batch=16,
+        # RL steps of the positive control (0: rl.steps). The report then also gives the control's rate at the
+        # other arms' step count (matched steps).
+        control_steps=0,
         eval_every=25, checkpoint_every=25, keep_checkpoints=2,
     ))
 

