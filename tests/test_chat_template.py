@@ -146,10 +146,10 @@ def test_split_chat():
 
 
 def test_templates_that_cannot_give_a_loss_mask_are_one_line_errors(shapes, tmp_path):
-    def err(template, name):
+    def err(template, name, answer="Sure"):
         d = _with_template(shapes["qwen2"], tmp_path / name, template)
         with pytest.raises(TokenizerError) as e:
-            ChatTemplateTokenizer(HFTokenizer(d)).encode_example(format_prompt("Hi"), format_completion("Sure"))
+            ChatTemplateTokenizer(HFTokenizer(d)).encode_example(format_prompt("Hi"), format_completion(answer))
         msg = str(e.value)
         assert "\n" not in msg and len(msg) < 400, msg
         return msg
@@ -158,10 +158,10 @@ def test_templates_that_cannot_give_a_loss_mask_are_one_line_errors(shapes, tmp_
     bad = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
            "{% if add_generation_prompt %}<|im_start|>bot\n{% endif %}")
     assert "not prefix-consistent" in err(bad, "text")
-    # the same text, but the prompt's last token merges with the answer's first ("assistant" + "Sure")
-    merge = ("{% for m in messages %}<|im_start|>{{ m['role'] }}{{ m['content'] }}<|im_end|>{% endfor %}"
-             "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
-    assert "not a prefix" in err(merge, "tokens")
+    # the text is a prefix, but the prompt's last token merges with the answer's first ("Assist" + "ant")
+    merge = ("{% for m in messages %}<|im_start|>{{ 'Assist' if m['role'] == 'assistant' else m['role'] }}"
+             "{{ m['content'] }}<|im_end|>{% endfor %}{% if add_generation_prompt %}<|im_start|>Assist{% endif %}")
+    assert "not a prefix" in err(merge, "tokens", answer="ant: sure")
     assert "has none" in err(None, "none")
     assert "unknown role" in err(QWEN25.replace("'assistant']", "]"), "raises")
 
