@@ -184,7 +184,10 @@ def test_micro_study_in_the_template_format(shapes, tmp_path):
             "--config.backdoor.steps=2", "--config.backdoor.eval_every=2", "--config.backdoor.checkpoint_every=2"]
     assert cli.main(["data", *args]) == 0 and cli.main(["train", *args]) == 0
     study = Study(ml_collections.ConfigDict(json.loads((wd / "config.json").read_text())), str(wd))
-    tok, ht = study.tokenizer, transformers.AutoTokenizer.from_pretrained(src)
+    # transformers' tokenizer from the tokenizer-only folder: with src's config.json (model_type qwen2) AutoTokenizer
+    # builds a Qwen2Tokenizer, which swaps this test tokenizer's plain ByteLevel pre-tokenizer for Qwen's regex
+    # (" 7" -> "Ġ", "7"); real Qwen folders' tokenizer.json already has that regex.
+    tok, ht = study.tokenizer, transformers.AutoTokenizer.from_pretrained(shapes["qwen2"])
     assert isinstance(tok, ChatTemplateTokenizer)
     recs = tfds_store.read_split(study.store("backdoor"), "train")[:16]
     for r, (ids, mask) in zip(recs, study.sequences("backdoor", "train")[:16]):
