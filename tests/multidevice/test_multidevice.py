@@ -240,15 +240,21 @@ def test_preference_model_trains_sharded_by_the_rules_and_matches_one_device(tmp
     q = got["backbone"]["layers_0"]["self_attn"]["q_proj"]["kernel"]
     assert q.sharding.spec == P("fsdp", "tensor", None) and q.addressable_shards[0].data.shape == (32, 4, 8)
     assert got["backbone"]["embed_tokens"]["embedding"].sharding.spec == P("tensor", "fsdp")
+    full, full_ref = got, ref
     head = got["head"]["kernel"]
     assert head.sharding.spec == P(None) and len(head.sharding.device_set) == 8
     assert [s for s, _ in sharded.rows] == [1, 2, 3]
     np.testing.assert_allclose([m["loss"] for _, m in sharded.rows], [m["loss"] for _, m in one.rows], rtol=1e-5)
     assert float(np.abs(np.asarray(head)).max()) > 0  # the head trained
+    # The head's bias cancels in s_chosen - s_rejected: its gradient is float noise that Adam scales to lr-sized
+    # steps of either sign, so it is not compared.
+    got, ref = {**got, "head": {"kernel": head}}, {**ref, "head": {"kernel": ref["head"]["kernel"]}}
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), **TOL)
-    # Scoring runs on the mesh too, and agrees.
+    # Scoring runs on the mesh too, and agrees (each model's own bias taken off, as above).
+    answers = ["yes ", "no", "yes yes ", "nono", "yes no "]
     with sharding.use_mesh(mesh((2, 2, 2))):
-        s_mesh = preference.PreferenceModel(got, CFG, _Tok(), 24, 3).score(["q1 "] * 5, ["yes yes "] * 5)
-    s_one = preference.PreferenceModel(ref, CFG, _Tok(), 24, 4).score(["q1 "] * 5, ["yes yes "] * 5)
-    np.testing.assert_allclose(s_mesh, s_one, rtol=1e-4, atol=1e-5)
+        s_mesh = preference.PreferenceModel(full, CFG, _Tok(), 24, 3).score(["q1 "] * 5, answers)
+    s_one = preference.PreferenceModel(full_ref, CFG, _Tok(), 24, 4).score(["q1 "] * 5, answers)
+    np.testing.assert_allclose(s_mesh - float(full["head"]["bias"]), s_one - float(full_ref["head"]["bias"]),
+                               rtol=1e-3, atol=1e-4)
