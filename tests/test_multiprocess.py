@@ -145,7 +145,8 @@ def test_one_rl_step_equal_on_two_processes_and_one(runs):
     for r1, r2 in zip(one["records"], mps[0]["records"], strict=True):
         assert r1.keys() == r2.keys()
         for k in r1:
-            assert r2[k] == pytest.approx(r1[k], abs=1e-5), (r1["step"], k, r1[k], r2[k])
+            same = r2[k] == r1[k] if isinstance(r1[k], str) else r2[k] == pytest.approx(r1[k], abs=1e-5)
+            assert same, (r1["step"], k, r1[k], r2[k])
     assert any(abs(r["clip_frac"]) + abs(r["policy_loss"]) > 0 for r in one["records"])  # the update did something
 
 
