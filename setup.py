@@ -27,6 +27,8 @@ setup(
         "bandit>=1.8",
         "safetensors>=0.4",
         "ml_dtypes",
+        "tokenizers>=0.19",  # HF tokenizer.json folders (Llama 3, Qwen2, Gemma, ...)
+        "jinja2>=3.1",  # their chat templates (data.chat_format="template")
     ],
     extras_require={
         # The tests compare against HF transformers, so they need torch too (a CPU wheel).
