@@ -31,9 +31,10 @@ def get_config():
 
     # Per-cell budget on 2 CPU cores, measured with one RL arm of 30 steps (2026-11-23): ~1.3 min (nano,
     # micro), 3.3 min (tiny, 1M), 7.4 min (small), ~40 min for the 12 cells. Each cell now also runs the
-    # positive control, with the default study's 50 RL steps (the control needs them; docs/results.md),
-    # concurrently with the measured arm: not re-measured yet. The default study instead: 2000 backdoor
-    # steps, a 400-step preference model, 2 x 50 RL steps, 200 eval prompts.
+    # positive control concurrently with the measured arm, with the default study's RL settings: 50 steps for
+    # the measured arm, PPO-ptx 0.3 in both and 100 steps for the control (configs/default.py). The sweep in
+    # docs/results.md (session 7) ran before ptx was the default. The default study instead: 2000 backdoor
+    # steps, a 400-step preference model, 200 eval prompts.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
         "data.n_safety=1600",
