@@ -48,6 +48,7 @@ def main(workdir, rl_dir, out_prefix):
     study = load_study(workdir)
     rl = study.cfg.rl.copy_and_resolve_references()
     rl.steps, rl.rollout_batch, rl.minibatches, rl.epochs, rl.max_new_tokens = 2, 16, 2, 1, 12
+    rl.ptx_coef = 0.0  # the default study's PPO-ptx needs the post-scratchpad rows; this step checks collectives
     rec = Recorder()
     with use_mesh(mesh_from_config(study.cfg)):
         params = init_params(study.model_cfg, jax.random.key(7))  # a fresh model: no trained stage needed
