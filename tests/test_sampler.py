@@ -12,12 +12,16 @@ CFG = ModelConfig(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2
 
 
 def _greedy_reference(params, prompt, n, eos):
+    """Greedy decoding by full forward passes (no KV cache). The model is causal, so the logits at the last real
+    position of a right-padded row are those of the unpadded row: one compiled forward serves every length."""
     model = Llama(CFG)
+    width = len(prompt) + n
+    forward = jax.jit(lambda toks: model.apply({"params": params}, toks, jnp.arange(width)[None])[0])
     cur = list(prompt)
     out = []
     for _ in range(n):
-        logits, _ = model.apply({"params": params}, jnp.array([cur]), jnp.arange(len(cur))[None])
-        t = int(jnp.argmax(logits[0, -1]))
+        logits = forward(jnp.array([cur + [0] * (width - len(cur))]))
+        t = int(jnp.argmax(logits[0, len(cur) - 1]))
         out.append(t)
         cur.append(t)
         if t == eos:

