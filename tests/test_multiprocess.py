@@ -126,7 +126,9 @@ def runs(tmp_path_factory):
     for tag, proc in tools.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, (tag, err[-3000:])
-        outs[tag] = [x for x in out.splitlines() if not x.startswith("[Gloo]")]  # gloo's connection lines
+        # Without gloo's connection lines, which both processes print at start-up into the one pipe: when their
+        # writes interleave, a line holds both messages and the next is left empty.
+        outs[tag] = [x for x in out.splitlines() if x.strip() and not x.startswith("[Gloo]")]
     return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
             "resumed_err": errs["resumed"], "tools_out": outs, "seconds": time.perf_counter() - t0,
             "tools_seconds": time.perf_counter() - t1, "rl_ref": rl_ref, "rl_killed": rl_killed,
