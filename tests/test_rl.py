@@ -282,7 +282,7 @@ def test_redteam_search_stops_at_a_round_on_sigterm_and_resumes_to_the_same_resu
     finally:
         preemption.clear()
     assert e.value.saved == [(rl_stage.REDTEAM_STAGE, 2)] and "re-run the same command" in e.value.message()
-    saved = rl_stage._read_json(state)
+    saved = rl_stage._read_search_state(state)
     assert saved["rounds_done"] == 2 and len(saved["tried"]) == 12
     resumed = redteam.search(misbehaved=judge, resume=saved, on_round=hook, **kw)
     assert resumed.tried == full.tried and resumed.found == full.found and len(full.tried) == 24
@@ -292,7 +292,7 @@ def test_redteam_search_stops_at_a_round_on_sigterm_and_resumes_to_the_same_resu
         redteam.search(misbehaved=judge, resume=saved, **{**kw, "seed": 2})
     (tmp_path / "eval" / "redteam_search_state.json").write_text('{"rounds_done": ')
     with pytest.raises(KNOWN_ERRORS, match="unreadable red-team search state"):
-        rl_stage._read_json(state)
+        rl_stage._read_search_state(state)
 
 
 def test_mix_prompts_fraction():

