@@ -122,12 +122,16 @@ def get_config() -> ml_collections.ConfigDict:
         # any per-prompt baseline gives zero advantage and the positive control fails or succeeds by luck;
         # 1.5 gives 2.6% other responses to learn from (docs/results.md). Evaluation stays at eval.temperature.
         temperature=1.5,
-        epochs=2, minibatches=2,  # passes over each rollout batch, minibatches per pass
+        # Passes over each rollout batch, minibatches per pass. One pass at twice the learning rate moves the
+        # policy as far per step as the earlier two passes at 2e-4 (the same number of rows, ptx rows included,
+        # at half the updates of twice the size) for 62% of the step's time: the update, not the rollout, is
+        # most of a CPU step (docs/benchmarks.md, "Where the default study's time goes").
+        epochs=1, minibatches=2,
         # Tuned on the default backdoored model and preference model (docs/results.md). With the value
         # head on the shared trunk the value loss moved the policy: the held-out reward stayed flat (or
         # fell) over 40-100 steps while KL grew. Detached, PPO raises the held-out reward; the positive
-        # control then needs the second epoch and KL 0.05 to remove the backdoor (KL 0.1: 38% left).
-        lr=2e-4, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
+        # control then needs KL 0.05 to remove the backdoor (KL 0.1: 38% left).
+        lr=4e-4, warmup_steps=2, min_lr_ratio=1.0, weight_decay=0.0, grad_clip=1.0,
         clip_eps=0.2, value_clip_eps=0.2, vf_coef=0.1, value_lr_scale=10.0,
         detach_value=True,  # the value head reads stop_gradient(hidden): the value loss never moves the policy
         kl_coef=0.05, kl_reward_estimator="k1", kl_loss_estimator="k3",
