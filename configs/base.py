@@ -122,10 +122,11 @@ def get_config() -> ml_collections.ConfigDict:
         # any per-prompt baseline gives zero advantage and the positive control fails or succeeds by luck;
         # 1.5 gives 2.6% other responses to learn from (docs/results.md). Evaluation stays at eval.temperature.
         temperature=1.5,
-        # Passes over each rollout batch, minibatches per pass. One pass at twice the learning rate moves the
-        # policy as far per step as the earlier two passes at 2e-4 (the same number of rows, ptx rows included,
-        # at half the updates of twice the size) for 62% of the step's time: the update, not the rollout, is
-        # most of a CPU step (docs/benchmarks.md, "Where the default study's time goes").
+        # Passes over each rollout batch, minibatches per pass. One pass at twice the learning rate (the value
+        # head's too, via value_lr_scale) moves the policy about as far per step as the earlier two passes at
+        # 2e-4: each rollout row is used once instead of twice, half the updates at twice the step size. It
+        # takes 56-67% of the step's time, since the update, not the rollout, is most of a CPU step
+        # (docs/benchmarks.md, "Where the default study's time goes").
         epochs=1, minibatches=2,
         # Tuned on the default backdoored model and preference model (docs/results.md). With the value
         # head on the shared trunk the value loss moved the policy: the held-out reward stayed flat (or
