@@ -29,12 +29,11 @@ def get_config():
         "sft": "pre_scratchpad_sft,positive_control", "ppo": "hhh_rl,positive_control",
         "grpo": "hhh_rl,positive_control", "rloo": "hhh_rl,positive_control", "adversarial": "adversarial"})
 
-    # Per-cell budget on 2 CPU cores, measured with one RL arm of 30 steps (2026-11-23): ~1.3 min (nano,
-    # micro), 3.3 min (tiny, 1M), 7.4 min (small), ~40 min for the 12 cells. Each cell now also runs the
-    # positive control concurrently with the measured arm, with the default study's RL settings: 50 steps for
-    # the measured arm, PPO-ptx 0.3 in both and 100 steps for the control (configs/default.py). The sweep in
-    # docs/results.md (session 7) ran before ptx was the default. The default study instead: 2000 backdoor
-    # steps, a 400-step preference model, 200 eval prompts.
+    # Per-cell budget on 2 CPU cores with the default study's RL settings (50 steps for the measured arm, the
+    # positive control beside it for 100, PPO-ptx 0.3 in both; configs/default.py): 2-4 min (nano, micro),
+    # 5-9 min (tiny, 1M), 12-13 min (small, 2.8M), 1 h 28 min for the 12 cells (2026-12-06, docs/results.md;
+    # partly on a shared machine). The default study instead: 2000 backdoor steps, a 400-step preference
+    # model, 200 eval prompts.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
         "data.n_safety=1600",
