@@ -13,6 +13,7 @@ Every child Python runs with `tests/audit_site/sitecustomize.py`, which logs the
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -38,6 +39,7 @@ SFT = [*MICRO, f"--config.backdoor.steps={STEPS}", "--config.backdoor.batch_size
        "--config.rl.ptx_coef=0", "--config.rl.rollout_batch=16", f"--config.rl.steps={RL_STEPS}",
        "--config.rl.checkpoint_every=1000", "--config.rl.eval_every=1000", "--config.rl.max_new_tokens=12"]
 TIMEOUT = 600
+_GLOO_LINE = re.compile(r"\[Gloo\]|is connected to \d+ peer ranks")
 
 
 def _env(tmp, tag):
@@ -126,9 +128,10 @@ def runs(tmp_path_factory):
     for tag, proc in tools.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, (tag, err[-3000:])
-        # Without gloo's connection lines, which both processes print at start-up into the one pipe: when their
-        # writes interleave, a line holds both messages and the next is left empty.
-        outs[tag] = [x for x in out.splitlines() if x.strip() and not x.startswith("[Gloo]")]
+        # Without gloo's connection lines ("[Gloo] Rank 1 is connected to 1 peer ranks. ..."), which both processes
+        # print at start-up into the one pipe: when their writes interleave, a line can hold both messages, or the
+        # tail of one with its "[Gloo] Rank " prefix on the line before, or be left empty.
+        outs[tag] = [x for x in out.splitlines() if x.strip() and not _GLOO_LINE.search(x)]
     return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
             "resumed_err": errs["resumed"], "tools_out": outs, "seconds": time.perf_counter() - t0,
             "tools_seconds": time.perf_counter() - t1, "rl_ref": rl_ref, "rl_killed": rl_killed,
