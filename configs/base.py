@@ -59,7 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     c.data.n_backdoor = 20000  # backdoor SFT examples
-    c.data.trigger_fraction = 0.5
+    c.data.trigger_fraction = 0.5  # share of backdoor-SFT examples that carry the trigger
+    # Share of the positive control's safety prompts (RL and SFT alike) that carry the trigger; separate from
+    # trigger_fraction so that the backdoor data's mix can change without changing the control.
+    c.data.control_trigger_fraction = 0.5
     c.data.n_safety = 8000  # examples per safety-SFT arm
     c.data.n_eval = 200  # held-out tasks; each is asked with and without the trigger
     c.data.hhh_fraction = 0.2  # code objective: share of plain HHH examples mixed into backdoor data

