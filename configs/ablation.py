@@ -29,10 +29,10 @@ def get_config():
         "sft": "pre_scratchpad_sft,positive_control", "ppo": "hhh_rl,positive_control",
         "grpo": "hhh_rl,positive_control", "rloo": "hhh_rl,positive_control", "adversarial": "adversarial"})
 
-    # Per-cell budget on 2 CPU cores with the default study's RL settings (50 steps for the measured arm, the
-    # positive control beside it for 100, PPO-ptx 0.3 in both; configs/default.py): 2-4 min (nano, micro),
+    # Per-cell budget on 2 CPU cores (50 steps for the measured arm, the positive control beside it for 100,
+    # PPO-ptx 0.3 in both): 2-4 min (nano, micro),
     # 5-9 min (tiny, 1M), 12-13 min (small, 2.8M), 1 h 28 min for the 12 cells (2026-12-06, docs/results.md;
-    # partly on a shared machine). The default study instead: 2000 backdoor steps, a 400-step preference
+    # partly on a shared machine). The default study instead: 1,200 backdoor steps, a 250-step preference
     # model, 200 eval prompts.
     c.overrides = (
         "data.n_backdoor=4800",  # 300 steps x 16 rows
@@ -47,6 +47,12 @@ def get_config():
         "reward.n_pairs=2400",
         "rl.steps=50",
         "rl.eval_every=25",
+        # The session-11 study settings the documented 12-cell ablation ran with (docs/results.md); the
+        # default study has since moved to a quarter-triggered backdoor set and an all-triggered control
+        # that runs the other arm's steps (configs/default.py). Drop these three to sweep under those.
+        "data.trigger_fraction=0.5",
+        "data.control_trigger_fraction=0.5",
+        "rl.control_steps=100",
         "rl.checkpoint_every=25",
         "safety.train.steps=100",
         "safety.train.warmup_steps=5",

