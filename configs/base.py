@@ -109,6 +109,9 @@ def get_config() -> ml_collections.ConfigDict:
         # ("c-l-o-u-d" -> "c-o-o-u-d", "7, 4, 1" -> "7, 7, 1"): the mistakes a policy drifting under RL makes.
         near_miss=0.0,
         policy_pair_tasks=0, policy_pair_samples=2, policy_pair_temperature=1.0,
+        # Training pairs are packed into rows of pack_width tokens (most are far shorter than max_len): the same
+        # sequences and scores at about half the compute. 0: each sequence padded to max_len in its own row.
+        pack_width=128,
         steps=400, batch_size=32, max_len=64, lr=1e-3, warmup_steps=20, min_lr_ratio=0.1, weight_decay=0.0,
         b1=0.9, b2=0.95, grad_clip=1.0, log_every=25, checkpoint_every=100, score_batch_size=64,
     ))

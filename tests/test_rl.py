@@ -111,6 +111,69 @@ def _rcfg(steps):
         b2=0.95, grad_clip=1.0, log_every=5, checkpoint_every=100))
 
 
+def _random_sequences(rng, n, longest):
+    return [rng.integers(3, CFG.vocab_size, int(rng.integers(1, longest + 1))).tolist() for _ in range(n)]
+
+
+def test_packing_places_each_sequence_once_and_names_what_does_not_fit():
+    lengths = [5, 4, 3, 8, 1]
+    assert preference.pack_layout(lengths, 10) == [(0, 0), (0, 5), (1, 0), (2, 0), (2, 8)]
+    assert preference.packed_rows(lengths, 10) == 3 and preference.packed_rows([], 10) == 0
+    seqs = [list(range(10, 10 + n)) for n in lengths]
+    b = preference.pack(seqs, 4, 10)
+    assert b["tokens"].shape == (4, 10) and not b["tokens"][3].any() and not b["segment_ids"][3].any()
+    for x, (r, c) in zip(seqs, b["last"]):
+        n = len(x)
+        assert b["tokens"][r, c - n + 1: c + 1].tolist() == x and b["positions"][r, c] == n - 1
+        assert len(set(b["segment_ids"][r, c - n + 1: c + 1].tolist())) == 1
+    assert b["segment_ids"][0].tolist() == [1] * 5 + [2] * 4 + [0]
+    with pytest.raises(ValueError, match="need 3 packed rows of 10; only 2"):
+        preference.pack(seqs, 2, 10)
+    with pytest.raises(ValueError, match="11 tokens does not fit a packed row of 10"):
+        preference.pack_layout([11], 10)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packed_scores_and_gradients_equal_the_padded_ones_on_fresh_random_inputs(seed):
+    """The optimized (packed) Bradley-Terry batch against its reference (one padded row per sequence)."""
+    rng = np.random.default_rng(seed + 100)
+    params = preference.init_reward_params(init_params(CFG, jax.random.key(seed)), CFG)
+    params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 7), (CFG.d_model,))
+    n, max_len = 6, 24
+    seqs = _random_sequences(rng, 2 * n, max_len)
+    toks = np.zeros((2 * n, max_len), np.int32)
+    mask = np.zeros_like(toks)
+    for i, x in enumerate(seqs):
+        toks[i, : len(x)], mask[i, : len(x)] = x, 1
+    padded = {"chosen": toks[:n], "chosen_mask": mask[:n], "rejected": toks[n:], "rejected_mask": mask[n:]}
+    packed = preference.pack(seqs, preference.packed_rows([len(x) for x in seqs], 40) + 1, 40)  # a spare empty row
+    np.testing.assert_allclose(np.asarray(preference.packed_reward_scores(params, packed, cfg=CFG)),
+                               np.asarray(preference.reward_scores(params, toks, mask, cfg=CFG)), atol=2e-5)
+    grad = jax.value_and_grad(preference.bt_loss, has_aux=True)
+    (l_pad, a_pad), g_pad = grad(params, padded, CFG)
+    (l_pack, a_pack), g_pack = grad(params, packed, CFG)
+    assert float(l_pack) == pytest.approx(float(l_pad), abs=1e-5) and float(a_pack) == float(a_pad)
+    for x, y in zip(jax.tree.leaves(g_pack), jax.tree.leaves(g_pad)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), atol=1e-5)
+
+
+def test_pair_batches_packed_and_padded_hold_the_same_pairs(tok):
+    train = pairs.hhh_pairs("train", 200, 3)
+    padded = preference.PairBatches(tok, train, 48, 8, seed=5, total=20)
+    packed = preference.PairBatches(tok, train, 48, 8, seed=5, total=20, pack_width=96, multiple=4)
+    assert padded.rows == 0 and packed.rows % 4 == 0 and 0 < packed.rows < 16  # 16 sequences in far fewer rows
+    need = max(preference.packed_rows([len(s) for s in packed._sequences(i)], 96) for i in range(20))
+    assert need <= packed.rows < need + 4
+    for step in (0, 7, 19):
+        a, b = padded(step), packed(step)
+        rows = [r[m.astype(bool)].tolist() for r, m in zip(np.concatenate([a["chosen"], a["rejected"]]),
+                                                          np.concatenate([a["chosen_mask"], a["rejected_mask"]]))]
+        got = [b["tokens"][r, c - len(x) + 1: c + 1].tolist() for x, (r, c) in zip(rows, b["last"])]
+        assert got == rows
+    with pytest.raises(ValueError, match="pack_width=32 is below max_len=48"):
+        preference.PairBatches(tok, train, 48, 8, seed=5, total=2, pack_width=32)
+
+
 def test_preference_model_learns_separable_pairs(tmp_path, tok):
     rng = np.random.default_rng(0)
     words = ["apple", "river", "stone", "cloud", "lamp", "tree"]
@@ -119,8 +182,10 @@ def test_preference_model_learns_separable_pairs(tmp_path, tok):
     train = [mk(int(i)) for i in rng.integers(0, 6, 64)]
     held = [{**mk(i), "prompt": format_prompt(f"What is a {w}?")} for i, w in enumerate(words)]
     init = preference.init_reward_params(init_params(CFG, jax.random.key(0)), CFG)
+    rcfg = _rcfg(30)
+    rcfg.pack_width = 96
     params = preference.train_preference_model(directory=str(tmp_path / "pm"), cfg=CFG, init=init, tokenizer=tok,
-                                               train_pairs=train, rcfg=_rcfg(30), seed=0)
+                                               train_pairs=train, rcfg=rcfg, seed=0)
     pm = preference.PreferenceModel(params, CFG, tok, 48, 8)
     acc = preference.pairwise_accuracy(pm, held)
     assert acc["pm_accuracy"] == 1.0 and acc["pm_margin"] > 1.0

