@@ -41,18 +41,20 @@ def get_config():
         "eval.max_new_tokens=64",
         "backdoor.steps=300",
         "backdoor.warmup_steps=15",
-        "backdoor.eval_every=300",  # evaluate at the start and the end only
+        "backdoor.eval_every=300",  # evaluate at the end only (a random init is not evaluated)
         "backdoor.checkpoint_every=100",
         "reward.steps=150",  # RL methods: a shorter preference-model run
         "reward.n_pairs=2400",
         "rl.steps=50",
         "rl.eval_every=25",
         # The session-11 study settings the documented 12-cell ablation ran with (docs/results.md); the
-        # default study has since moved to a quarter-triggered backdoor set and an all-triggered control
-        # that runs the other arm's steps (configs/default.py). Drop these three to sweep under those.
+        # default study has since moved to a quarter-triggered backdoor set, an all-triggered control
+        # that runs the other arm's steps (configs/default.py) and packed preference pairs (the same scores,
+        # another float path). Drop these four to sweep under those.
         "data.trigger_fraction=0.5",
         "data.control_trigger_fraction=0.5",
         "rl.control_steps=100",
+        "reward.pack_width=0",
         "rl.checkpoint_every=25",
         "safety.train.steps=100",
         "safety.train.warmup_steps=5",

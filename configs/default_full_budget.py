@@ -20,4 +20,7 @@ def get_config():
     c.reward.steps = 400
     c.rl.steps, c.rl.eval_every = 50, 25
     c.rl.control_steps = 100
+    # Preference pairs padded one per row, as in the documented runs. Packing (the 7-minute default's) gives the
+    # same scores on another float path, in ~35% less preference-model time.
+    c.reward.pack_width = 0
     return c
