@@ -372,6 +372,15 @@ def test_learner_rejects_unknown_algorithm():
         learner.Learner(CFG, _rl_cfg(1), "dpo")
 
 
+def test_arms_with_the_same_settings_share_one_learner_and_others_do_not():
+    """The parallel RL arms share compiled programs: equal settings give the same Learner, any other setting its own."""
+    a = learner.shared_learner(CFG, _rl_cfg(3), "ppo", prompt_len=32)
+    assert learner.shared_learner(CFG, _rl_cfg(3), "ppo", prompt_len=32) is a
+    assert learner.shared_learner(CFG, _rl_cfg(4), "ppo", prompt_len=32) is not a  # another schedule
+    assert learner.shared_learner(CFG, _rl_cfg(3), "grpo", prompt_len=32) is not a
+    assert learner.shared_learner(CFG, _rl_cfg(3), "ppo", prompt_len=40) is not a
+
+
 def test_task_world_pairs_use_helpers():
     t = Task("arithmetic", "What is 2 + 3?", "2 + 3 = 5.", "5")
     kind, rej = pairs.rejected_for(t, [t], __import__("random").Random(0))

